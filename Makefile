@@ -1,0 +1,32 @@
+# The two Quick start commands: `make reproduce` (the default reproduction) and `make test`.
+# Each sets up what it needs: a .venv with the pinned torch, and Debian's Fashion-MNIST.
+VENV      ?= .venv
+PY        := $(VENV)/bin/python
+STAMP     := $(VENV)/.installed
+FMNIST    := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+CONFIG    ?= config/quick.yaml
+CORES     ?= all
+
+.PHONY: reproduce test lint data
+
+reproduce: $(STAMP) data
+	$(VENV)/bin/snakemake --configfile $(CONFIG) --cores $(CORES)
+
+test: $(STAMP) data
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# Debian ships the original Fashion-MNIST IDX files; elsewhere point a config's root at a copy.
+data:
+	@if [ ! -f $(FMNIST) ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; fi

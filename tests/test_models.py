@@ -1,0 +1,92 @@
+import pytest
+import torch
+
+from atlib.models import build_model, family, num_parameters
+
+PAPER_COUNTS = {"wrn-16-1": 175_066, "wrn-16-2": 691_674, "wrn-40-1": 563_930, "wrn-40-2": 2_243_546}
+
+
+@pytest.mark.parametrize("name, count", PAPER_COUNTS.items())
+def test_wrn_parameter_counts_equal_the_papers(name, count):
+    assert num_parameters(build_model(name, 3, 10)) == count
+
+
+def test_nin_sizes():
+    assert 0.95e6 < num_parameters(build_model("nin-wide", 3, 10)) < 1.05e6
+    assert 0.18e6 < num_parameters(build_model("nin-thin", 3, 10)) < 0.22e6
+    # without batch norm the convs carry biases instead of BN's affine pair: fewer parameters
+    assert num_parameters(build_model("nin-thin", 3, 10, batchnorm=False)) < num_parameters(
+        build_model("nin-thin", 3, 10))
+
+
+@pytest.mark.parametrize("name", ["wrn-16-1", "wrn-16-2", "wrn-40-1", "nin-wide", "nin-thin"])
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 28, 28)])
+def test_group_shapes_small_inputs(name, shape):
+    model = build_model(name, shape[0], 10).eval()
+    logits, groups = model(torch.randn(2, *shape))
+    assert logits.shape == (2, 10)
+    assert len(groups) == 3
+    h = shape[1]
+    sizes = [g.shape[-1] for g in groups]
+    if name.startswith("wrn"):
+        k = int(name.split("-")[2])
+        assert [g.shape[1] for g in groups] == [16 * k, 32 * k, 64 * k]
+        assert sizes == [h, (h + 1) // 2, (h + 3) // 4]
+    else:
+        assert sizes == [(h + 1) // 2, (h + 3) // 4, (h + 3) // 4]
+
+
+@pytest.mark.parametrize("name", ["resnet-18", "resnet-34"])
+def test_resnet_stages_on_imagenet_and_small_inputs(name):
+    model = build_model(name, 3, 1000).eval()
+    with torch.no_grad():
+        logits, groups = model(torch.randn(1, 3, 224, 224))
+    assert logits.shape == (1, 1000)
+    assert [tuple(g.shape[1:]) for g in groups] == [(64, 56, 56), (128, 28, 28), (256, 14, 14), (512, 7, 7)]
+    small = build_model(name, 1, 10).eval()
+    with torch.no_grad():
+        logits, groups = small(torch.randn(2, 1, 28, 28))
+    assert logits.shape == (2, 10) and len(groups) == 4
+
+
+def test_nin_relu_switch_changes_group_output_not_shape():
+    torch.manual_seed(0)
+    a = build_model("nin-thin", 3, 10, batchnorm=False, relu_before_pool=True).eval()
+    b = build_model("nin-thin", 3, 10, batchnorm=False, relu_before_pool=False).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    ga, gb = a(x)[1][0], b(x)[1][0]
+    assert ga.shape == gb.shape
+    assert (ga >= 0).all() and (gb < 0).any()
+    # max-pooling commutes with ReLU, so ReLU after the pool gives the same first group
+    assert torch.allclose(ga, torch.relu(gb))
+
+
+def test_unknown_model_lists_known_names():
+    with pytest.raises(ValueError, match="known models: .*wrn-16-1.*nin-wide.*resnet-18"):
+        family("vgg-16")
+    with pytest.raises(ValueError, match="6n\\+4"):
+        build_model("wrn-17-1", 3, 10)
+    with pytest.raises(ValueError, match="no option"):
+        build_model("wrn-16-1", 3, 10, batchnorm=False)
+
+
+def test_pretrained_weights_are_never_downloaded(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        build_model("resnet-18", 3, 10, pretrained="imagenet")
+    weights = tmp_path / "r18.pt"
+    source = build_model("resnet-18", 3, 1000)
+    torch.save(_torchvision_state(source), weights)
+    loaded = build_model("resnet-18", 3, 1000, pretrained=str(weights))
+    assert torch.equal(loaded.fc.weight, source.fc.weight)
+
+
+def _torchvision_state(model):
+    """The wrapped model's weights under torchvision's own key names."""
+    import torchvision
+    net = torchvision.models.resnet18(weights=None)
+    net.conv1, net.bn1 = model.stem[0], model.stem[1]
+    net.layer1, net.layer2, net.layer3, net.layer4 = model.groups
+    net.fc = model.fc
+    return net.state_dict()
