@@ -3,9 +3,9 @@
 NIN-wide (~1.0M parameters, the authors' widths):
     conv5x5 192, 1x1 160, 1x1 96, maxpool 3/2 | conv5x5 192, 1x1 192, 1x1 192, avgpool 3/2 |
     conv3x3 192, 1x1 192 | classifier 1x1 -> classes, global average pool.
-NIN-thin (~0.2M) keeps the layout and scales every width by 3/7 (192 -> 82, 160 -> 68, 96 -> 41).
+NIN-thin (~0.2M) keeps the layout and scales every width by 0.45 (192 -> 86, 160 -> 72, 96 -> 43).
 
-The three group outputs are the two pooled block outputs and the last 192-wide (or 82-wide)
+The three group outputs are the two pooled block outputs and the last 192-wide (or 86-wide)
 activation before the classifier. ``relu_before_pool=False`` moves the ReLU of each block's
 last conv after its pooling, so the group output is the pooled pre-activation.
 """
@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 WIDE = (192, 160, 96, 192, 192, 192, 192, 192)
-THIN_SCALE = 3 / 7
+THIN_SCALE = 0.45
 
 
 def _conv(cin: int, cout: int, k: int, batchnorm: bool) -> list[nn.Module]:

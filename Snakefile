@@ -1,0 +1,39 @@
+# atlib: reproduce "Paying More Attention to Attention". The plan (every run, every table cell) is
+# computed by atlib.plan from the config; the rules here only wire files together.
+#   snakemake --cores all                                # config/quick.yaml
+#   snakemake --cores all --configfile config/paper.yaml
+import sys
+
+from snakemake.utils import validate
+
+from atlib.losses import ConfigError
+from atlib.plan import build_plan
+
+if not config:
+    configfile: "config/quick.yaml"
+
+validate(config, "workflow/schemas/config.schema.yaml")
+try:
+    PLAN = build_plan(config)
+except ConfigError as e:
+    sys.exit(f"atlib: config error: {e}")
+
+ATLIB = f"{sys.executable} -m atlib"
+RESULTS = PLAN.results
+REPORT = f"{RESULTS}/{PLAN.name}"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        f"{REPORT}/summary.csv",
+        expand(f"{REPORT}/tables/{{table}}.md", table=PLAN.tables),
+
+
+onsuccess:
+    print_tables()

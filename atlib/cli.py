@@ -1,0 +1,233 @@
+"""The ``atlib`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .losses import METHODS, ConfigError
+
+
+def _param(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    return key, yaml.safe_load(value)
+
+
+def load_yaml(path: str) -> Any:
+    """Read a YAML file (or standard input for ``-``); a syntax error names the file and line."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+
+
+def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The run spec of ``atlib train``: the spec file, with every flag given on top of it."""
+    spec: dict[str, Any] = dict(load_yaml(args.spec) or {}) if args.spec else {}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{args.spec}: expected a mapping of run-spec keys")
+    dataset = dict(spec.get("dataset") or {})
+    for flag, key in (("dataset", "name"), ("data_root", "root"), ("train_size", "train_size"),
+                      ("test_size", "test_size")):
+        if getattr(args, flag) is not None:
+            dataset[key] = getattr(args, flag)
+    if dataset:
+        spec["dataset"] = dataset
+    if args.model:
+        spec["model"] = args.model
+    if args.method or args.param:
+        method = spec.get("method") or {}
+        method = {"name": method} if isinstance(method, str) else dict(method)
+        if args.method:
+            method["name"] = args.method
+        method.update(dict(args.param or []))
+        spec["method"] = method
+    if args.teacher:
+        spec["teacher"] = {"run_dir": args.teacher, "model": args.teacher_model or _recorded_model(args.teacher)}
+        if args.max_teacher_error is not None:
+            spec["teacher"]["max_error"] = args.max_teacher_error
+    recipe = dict(spec.get("recipe") or {})
+    for key in ("epochs", "batch_size", "lr", "weight_decay"):
+        if getattr(args, key) is not None:
+            recipe[key] = getattr(args, key)
+    if recipe:
+        spec["recipe"] = recipe
+    for key in ("seed", "device", "threads"):
+        if getattr(args, key) is not None:
+            spec[key] = getattr(args, key)
+    tracking = dict(spec.get("tracking") or {})
+    if args.no_tracking:
+        tracking["enabled"] = False
+    if args.experiment:
+        tracking["experiment"] = args.experiment
+    if tracking:
+        spec["tracking"] = tracking
+    if "run_id" not in spec and "model" in spec:
+        method = spec.get("method") or "baseline"
+        name = method if isinstance(method, str) else method.get("name", "baseline")
+        model = spec["model"] if isinstance(spec["model"], str) else spec["model"].get("name")
+        spec["run_id"] = f"{model}/{name}/seed{spec.get('seed', 0)}"
+    return spec
+
+
+def _recorded_model(run_dir: str) -> dict[str, Any]:
+    from .engine import read_metrics
+
+    try:
+        m = read_metrics(Path(run_dir))
+    except (OSError, ValueError):
+        raise ConfigError(f"teacher: {run_dir}/metrics.json cannot be read; train the teacher first, "
+                          "or name its model with --teacher-model") from None
+    return {"name": m["model"], "options": m.get("model_options", {})}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .engine import train
+    from .spec import RunSpec
+
+    spec = RunSpec.from_dict(spec_from_args(args))
+    out = Path(args.out) if args.out else Path("results/runs") / spec.run_id
+    metrics = train(spec, out, log=lambda s: print(s, flush=True))
+    print(f"[{spec.run_id}] final test error {metrics['final_test_error']:.2f}% -> {out}/metrics.json")
+    return 0
+
+
+def load_plan(path: str) -> Any:
+    from .plan import build_plan
+
+    return build_plan(load_yaml(path) or {})
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    plan = load_plan(args.config)
+    for run_id in plan.runs:
+        print(run_id)
+    print(f"{len(plan.runs)} runs ({len(plan.teachers)} teachers, {len(plan.teacher_of)} distilled students), "
+          f"{len(plan.tables)} tables", file=sys.stderr)
+    return 0
+
+
+def cmd_mlflow_init(args: argparse.Namespace) -> int:
+    from .tracking import ensure_experiments, tracking_uri
+
+    uri = tracking_uri(args.store)
+    ids = ensure_experiments(args.experiments, uri)
+    text = "".join(f"{name}\t{eid}\n" for name, eid in ids.items())
+    if args.out:
+        Path(args.out).write_text(text)
+    print(f"MLflow store {uri}: experiments {', '.join(ids)}")
+    return 0
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    from .engine import atomic_write_bytes
+    from .tables import aggregate
+
+    plan = load_plan(args.config)
+    summary = aggregate(plan)
+    out = Path(args.out or f"{plan.results}/{plan.name}/summary.csv")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, lambda f: f.write(summary.to_csv(index=False).encode()))
+    print(f"{len(summary)}/{len(plan.runs)} runs finished -> {out}")
+    return 0
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .tables import write_tables
+
+    plan = load_plan(args.config)
+    base = Path(f"{plan.results}/{plan.name}")
+    summary = pd.read_csv(args.summary or base / "summary.csv")
+    out = Path(args.out or base / "tables")
+    texts = write_tables(plan, summary, out)
+    if not args.quiet:
+        for text in texts.values():
+            print(text)
+        print(f"Tables: {out}/*.md and *.csv")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="atlib", description="Attention transfer (Zagoruyko & Komodakis, ICLR 2017), reproducible.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one run (a teacher, or a student under one method and seed)",
+                       description="Train one run. The run spec comes from a YAML file (or - for standard "
+                                   "input); flags override its keys. A run directory with a checkpoint in "
+                                   "it is resumed.")
+    t.add_argument("spec", nargs="?", help="run spec YAML file, or - for standard input")
+    t.add_argument("--out", help="run directory (default: results/runs/<run_id>)")
+    g = t.add_argument_group("data")
+    g.add_argument("--dataset", help="cifar10 | fashion-mnist | imagefolder | synthetic")
+    g.add_argument("--data-root", help="dataset folder (default per dataset)")
+    g.add_argument("--train-size", type=int, help="use the first N training images")
+    g.add_argument("--test-size", type=int, help="use the first N test images")
+    g = t.add_argument_group("model and method")
+    g.add_argument("--model", help="student (or teacher) model, e.g. wrn-16-1, nin-thin, resnet-18")
+    g.add_argument("--method", choices=METHODS, help="training method (default baseline)")
+    g.add_argument("--param", type=_param, action="append", metavar="KEY=VALUE",
+                   help="method parameter, e.g. beta=1000, T=4, alpha=0.9, p=2, mapping=max, groups=[0,1]")
+    g.add_argument("--teacher", help="teacher run directory (holding model.pt and metrics.json)")
+    g.add_argument("--teacher-model", help="teacher model (default: the one its metrics.json records)")
+    g.add_argument("--max-teacher-error", type=float, help="refuse a teacher above this test error (%%)")
+    g = t.add_argument_group("recipe")
+    g.add_argument("--epochs", type=int, help="epochs (default 200)")
+    g.add_argument("--batch-size", type=int, help="batch size (default 128)")
+    g.add_argument("--lr", type=float, help="initial learning rate (default 0.1; x0.2 at 30/60/80%%)")
+    g.add_argument("--weight-decay", type=float, help="weight decay (default 5e-4)")
+    g.add_argument("--seed", type=int, help="seed (default 0)")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: CUDA when present")
+    g.add_argument("--threads", type=int, help="CPU threads for torch")
+    g = t.add_argument_group("tracking")
+    g.add_argument("--experiment", help="MLflow experiment (default atlib)")
+    g.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    t.set_defaults(func=cmd_train)
+
+    for name, func, text in (
+        ("plan", cmd_plan, "list every run an experiment config plans (teachers first by dependency)"),
+        ("aggregate", cmd_aggregate, "collect the finished runs' metrics.json into summary.csv"),
+        ("tables", cmd_tables, "write the paper tables (Markdown and CSV) from summary.csv"),
+    ):
+        c = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        c.add_argument("config", help="experiment config YAML (e.g. config/quick.yaml)")
+        if name in ("aggregate", "tables"):
+            c.add_argument("--out", help="output file or folder (default under results/<name>/)")
+        if name == "tables":
+            c.add_argument("--summary", help="summary.csv (default results/<name>/summary.csv)")
+            c.add_argument("--quiet", action="store_true", help="do not print the tables")
+        c.set_defaults(func=func)
+
+    m = sub.add_parser("mlflow-init", help="create the MLflow store and experiments up front",
+                       description="Create the MLflow store and the experiments once, before parallel jobs log "
+                                   "to it (concurrent first writers to a fresh SQLite store lose runs).")
+    m.add_argument("experiments", nargs="+", help="experiment names")
+    m.add_argument("--store", help="SQLite file (default results/mlflow.db; MLFLOW_TRACKING_URI overrides)")
+    m.add_argument("--out", help="write 'name<TAB>id' lines here")
+    m.set_defaults(func=cmd_mlflow_init)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"atlib: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,524 @@
+"""Datasets as batch sources whose order and augmentation are a pure function of ``(seed, epoch)``.
+
+Small datasets (CIFAR-10, Fashion-MNIST, synthetic) live on the device as one uint8 tensor and are
+augmented a whole batch at a time with tensor ops, so the data pipeline never becomes the bottleneck
+of a small network. Large ones (ImageFolder, e.g. ImageNet) are streamed by a DataLoader. Everything
+that can be wrong with a dataset on disk is found by :func:`load`, before a model is built.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from .losses import ConfigError
+
+NAMES: tuple[str, ...] = ("cifar10", "fashion-mnist", "imagefolder", "synthetic")
+DEFAULT_ROOTS: dict[str, str] = {
+    "fashion-mnist": "/usr/share/datasets/fashion-mnist",  # Debian's dataset-fashion-mnist
+    "cifar10": "data/cifar10",
+}
+
+# Zagoruyko's CIFAR code uses these per-channel statistics (0..255 scale).
+CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
+CIFAR_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
+FMNIST_MEAN = (0.2860,)
+FMNIST_STD = (0.3530,)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+FMNIST_FILES = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
+SYNTHETIC_SEED = 20170101  # fixed, so every run (and train and test) shares the class patterns
+
+_COMMON = {"name", "train_size", "test_size"}
+KEYS: dict[str, frozenset[str]] = {
+    "cifar10": frozenset(_COMMON | {"root", "download"}),
+    "fashion-mnist": frozenset(_COMMON | {"root", "download"}),
+    "imagefolder": frozenset(_COMMON | {"root", "image_size"}),
+    "synthetic": frozenset(_COMMON | {"num_classes", "channels", "size",
+                                      "synthetic_train", "synthetic_test"}),
+}
+
+
+class DataError(ValueError):
+    """A dataset that is missing or corrupt on disk; the message names the path and how to get it."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset to use and how much of it; the defaults are the paper's full datasets."""
+
+    name: str
+    root: str | None = None
+    download: bool = False
+    train_size: int | None = None
+    test_size: int | None = None
+    image_size: int = 224
+    num_classes: int = 10
+    channels: int = 1
+    size: int = 16
+    synthetic_train: int = 512
+    synthetic_test: int = 256
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], where: str = "dataset") -> DataConfig:
+        """Build from a config mapping; a key the dataset does not take is an error, not silently unused."""
+        if not isinstance(cfg, Mapping):
+            raise ConfigError(f"{where}: expected a mapping with at least a 'name', got {cfg!r}")
+        name = cfg.get("name")
+        if name not in NAMES:
+            raise ConfigError(f"{where}.name: expected one of {', '.join(NAMES)}, got {name!r}")
+        known = {f.name for f in fields(cls)}
+        for key in cfg:
+            if key not in known:
+                raise ConfigError(f"{where}.{key}: unknown key; "
+                                  f"expected one of {', '.join(sorted(KEYS[name]))}")
+            if key not in KEYS[name]:
+                raise ConfigError(f"{where}.{key}: not used by dataset {name!r}; "
+                                  f"it takes {', '.join(sorted(KEYS[name]))}")
+        data = cls(**dict(cfg))
+        data.check(where)
+        return data
+
+    def check(self, where: str = "dataset") -> None:
+        """Reject impossible values early, naming the offending key."""
+        def bad(key: str, expected: str) -> ConfigError:
+            return ConfigError(f"{where}.{key}: expected {expected}, got {getattr(self, key)!r}")
+
+        if self.name not in NAMES:
+            raise bad("name", f"one of {', '.join(NAMES)}")
+        if self.root is not None and not isinstance(self.root, str | os.PathLike):
+            raise bad("root", "a directory path")
+        if self.name == "imagefolder" and self.root is None:
+            raise ConfigError(f"{where}.root: required for imagefolder (a directory with train/ and val/)")
+        if not isinstance(self.download, bool):
+            raise bad("download", "true or false")
+        if self.download and self.name not in ("cifar10", "fashion-mnist"):
+            raise bad("download", "false: only cifar10 and fashion-mnist can be downloaded")
+        for key in ("train_size", "test_size"):
+            if getattr(self, key) is not None and not _is_int(getattr(self, key), 1):
+                raise bad(key, "an integer >= 1 or null (all)")
+        minima = {"image_size": 8, "num_classes": 2, "channels": 1, "size": 4,
+                  "synthetic_train": 1, "synthetic_test": 1}
+        for key, low in minima.items():
+            if not _is_int(getattr(self, key), low):
+                raise bad(key, f"an integer >= {low}")
+
+    @property
+    def path(self) -> Path | None:
+        """The dataset's directory after defaults; None for synthetic data."""
+        root = self.root if self.root is not None else DEFAULT_ROOTS.get(self.name)
+        return None if root is None else Path(root)
+
+
+def _is_int(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _mix(*values: int) -> int:
+    """A well-spread 63-bit seed from several integers, so nearby (seed, epoch) pairs share no randomness."""
+    entropy = [v % 2**64 for v in values]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+class Source(ABC):
+    """A dataset as an iterator of batches; the engine sees only this."""
+
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    train_size: int
+    test_size: int
+
+    @abstractmethod
+    def train_batches(self, epoch: int, seed: int, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """Shuffled, augmented, normalised batches; a function of ``(seed, epoch)`` only, so resuming repeats
+        them exactly. A final partial batch is kept unless it has a single image (BatchNorm needs two)."""
+
+    @abstractmethod
+    def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """Every test image once, in a fixed order, normalised and not augmented."""
+
+    @abstractmethod
+    def to(self, device: torch.device) -> Source:
+        """Put the data (or the batches) on ``device``; returns self."""
+
+
+def _spans(n: int, batch_size: int, train: bool) -> Iterator[tuple[int, int]]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        if train and stop - start < min(2, batch_size):
+            return
+        yield start, stop
+
+
+def _reflect(index: Tensor, length: int) -> Tensor:
+    """Map indices in [-length+1, 2*length-2] back into the image like ``F.pad(mode="reflect")``."""
+    index = index.abs()
+    return torch.where(index > length - 1, 2 * (length - 1) - index, index)
+
+
+class TensorSource(Source):
+    """A dataset held as uint8 (N, C, H, W) tensors and augmented on the device: reflect-pad ``pad`` pixels,
+    take a random crop of the original size, and flip horizontally with probability 1/2."""
+
+    def __init__(self, train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, num_classes: int,
+                 mean: Sequence[float], std: Sequence[float], pad: int, flip: bool = True) -> None:
+        if train_x.dtype != torch.uint8 or test_x.dtype != torch.uint8:
+            raise TypeError("images must be uint8 tensors (N, C, H, W)")
+        sizes_differ = len(train_x) != len(train_y) or len(test_x) != len(test_y)
+        if train_x.shape[1:] != test_x.shape[1:] or sizes_differ:
+            raise ValueError(f"inconsistent shapes: train {tuple(train_x.shape)}/{tuple(train_y.shape)}, "
+                             f"test {tuple(test_x.shape)}/{tuple(test_y.shape)}")
+        c, h, w = train_x.shape[1:]
+        if not 0 <= pad < min(h, w):
+            raise ValueError(f"reflect padding {pad} needs images larger than {pad} pixels, got {h}x{w}")
+        if len(mean) != c or len(std) != c:
+            raise ValueError(f"mean/std need {c} channel values, got {len(mean)}/{len(std)}")
+        self.train_x, self.test_x = train_x.contiguous(), test_x.contiguous()
+        self.train_y, self.test_y = train_y.long(), test_y.long()
+        self.num_classes = num_classes
+        self.input_shape = (int(c), int(h), int(w))
+        self.train_size, self.test_size = len(train_x), len(test_x)
+        self.pad, self.flip = pad, flip
+        # x / 255 normalised in one multiply-add: (x / 255 - mean) / std
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.scale = 1.0 / (255.0 * std_t)
+        self.shift = -torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) / std_t
+
+    def to(self, device: torch.device) -> TensorSource:
+        for key in ("train_x", "train_y", "test_x", "test_y", "scale", "shift"):
+            setattr(self, key, getattr(self, key).to(device))
+        return self
+
+    def normalise(self, x: Tensor) -> Tensor:
+        return x.float() * self.scale + self.shift
+
+    def train_batches(self, epoch: int, seed: int, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        # Drawn on the CPU, whatever the device, so a run gives the same batches on any hardware.
+        g = torch.Generator().manual_seed(_mix(seed, epoch))
+        n, device = self.train_size, self.train_x.device
+        order = torch.randperm(n, generator=g).to(device)
+        offsets = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=g).to(device)
+        flips = (torch.randint(0, 2, (n,), generator=g) == 1).to(device) & self.flip
+        for start, stop in _spans(n, batch_size, train=True):
+            idx = order[start:stop]
+            x = self._crop_flip(idx, offsets[start:stop], flips[start:stop])
+            yield self.normalise(x), self.train_y[idx]
+
+    def _crop_flip(self, idx: Tensor, offsets: Tensor, flips: Tensor) -> Tensor:
+        """One gather for pad + crop + flip: each output pixel's source row/column is computed, not copied."""
+        _, h, w = self.input_shape
+        device = idx.device
+        rows = _reflect(offsets[:, :1] + torch.arange(h, device=device) - self.pad, h)
+        cols = _reflect(offsets[:, 1:] + torch.arange(w, device=device) - self.pad, w)
+        cols = torch.where(flips[:, None], cols.flip(1), cols)
+        channels = torch.arange(self.input_shape[0], device=device)
+        return self.train_x[idx[:, None, None, None], channels[None, :, None, None],
+                            rows[:, None, :, None], cols[:, None, None, :]]
+
+    def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for start, stop in _spans(self.test_size, batch_size, train=False):
+            yield self.normalise(self.test_x[start:stop]), self.test_y[start:stop]
+
+
+# --- CIFAR-10 -----------------------------------------------------------------------------------
+
+def _cifar10(cfg: DataConfig, root: Path) -> TensorSource:
+    import torchvision
+
+    try:
+        train = torchvision.datasets.CIFAR10(str(root), train=True, download=cfg.download)
+        test = torchvision.datasets.CIFAR10(str(root), train=False, download=cfg.download)
+    except (RuntimeError, OSError) as e:
+        raise DataError(f"CIFAR-10 not found or corrupt in {root} ({e}). Set `download: true` in the dataset "
+                        f"config, or place the python version's cifar-10-batches-py directory in {root}."
+                        ) from e
+    where = root / "cifar-10-batches-py"
+    xs = [_cifar_images(split.data, where) for split in (train, test)]
+    ys = [_labels(np.asarray(split.targets), 10, where) for split in (train, test)]
+    return _subset(cfg, xs, ys, 10, CIFAR_MEAN, CIFAR_STD, pad=4, where=where)
+
+
+def _cifar_images(data: np.ndarray, where: Path) -> Tensor:
+    if data.dtype != np.uint8 or data.ndim != 4 or data.shape[1:] != (32, 32, 3):
+        raise DataError(f"{where}: expected uint8 images of 32x32x3, got {data.dtype} {data.shape}")
+    return torch.from_numpy(np.ascontiguousarray(data.transpose(0, 3, 1, 2)))
+
+
+def _labels(y: np.ndarray, num_classes: int, where: Path) -> Tensor:
+    if y.ndim != 1 or (len(y) and (y.min() < 0 or y.max() >= num_classes)):
+        raise DataError(f"{where}: labels must be class indices 0..{num_classes - 1}")
+    return torch.from_numpy(y.astype(np.int64))
+
+
+def _subset(cfg: DataConfig, xs: list[Tensor], ys: list[Tensor], num_classes: int, mean: Sequence[float],
+            std: Sequence[float], pad: int, where: Path | str) -> TensorSource:
+    (train_x, test_x), (train_y, test_y) = xs, ys
+    if len(train_x) != len(train_y) or len(test_x) != len(test_y):
+        raise DataError(f"{where}: {len(train_x)}/{len(test_x)} train/test images but "
+                        f"{len(train_y)}/{len(test_y)} labels")
+    train_n = _take(cfg.train_size, len(train_x), "train_size", where)
+    test_n = _take(cfg.test_size, len(test_x), "test_size", where)
+    return TensorSource(train_x[:train_n], train_y[:train_n], test_x[:test_n], test_y[:test_n],
+                        num_classes, mean, std, pad)
+
+
+def _take(wanted: int | None, available: int, key: str, where: Path | str) -> int:
+    if wanted is None:
+        return available
+    if wanted > available:
+        raise ConfigError(f"{key}: {wanted} requested but {where} has only {available} images")
+    return wanted
+
+
+# --- Fashion-MNIST ------------------------------------------------------------------------------
+
+def _fashion_mnist(cfg: DataConfig, root: Path) -> TensorSource:
+    paths = _find_idx(root)
+    if any(p is None for p in paths.values()) and cfg.download:
+        _download_fashion_mnist(root)
+        paths = _find_idx(root)
+    missing = [FMNIST_FILES[k] for k, p in paths.items() if p is None]
+    if missing:
+        raise DataError(f"Fashion-MNIST not found in {root}: missing {', '.join(missing)} "
+                        f"(.gz or uncompressed, "
+                        f"directly in {root} or in {root / 'FashionMNIST' / 'raw'}). On Debian/Ubuntu run "
+                        f"`apt-get install dataset-fashion-mnist` "
+                        f"(installs /usr/share/datasets/fashion-mnist), "
+                        f"or set `download: true` in the dataset config.")
+    arrays = {k: read_idx(p) for k, p in paths.items() if p is not None}
+    for split in ("train", "test"):
+        images = arrays[f"{split}_x"]
+        if images.ndim != 3:
+            raise DataError(f"{paths[f'{split}_x']}: expected images (IDX with 3 dimensions), "
+                            f"got {images.shape}")
+        if arrays[f"{split}_y"].ndim != 1:
+            raise DataError(f"{paths[f'{split}_y']}: expected labels (IDX with 1 dimension)")
+    xs = [torch.from_numpy(arrays[k]).unsqueeze(1) for k in ("train_x", "test_x")]
+    if xs[0].shape[1:] != xs[1].shape[1:] or min(xs[0].shape[2:]) <= 4:
+        raise DataError(f"{root}: train and test images must share a size larger than 4x4, "
+                        f"got {tuple(xs[0].shape[2:])} and {tuple(xs[1].shape[2:])}")
+    ys = [_labels(arrays[k], 10, paths[k] or root) for k in ("train_y", "test_y")]
+    return _subset(cfg, xs, ys, 10, FMNIST_MEAN, FMNIST_STD, pad=4, where=root)
+
+
+def _find_idx(root: Path) -> dict[str, Path | None]:
+    """Debian's flat layout first, then torchvision's ``FashionMNIST/raw``; gzipped or not."""
+    found: dict[str, Path | None] = {}
+    for key, name in FMNIST_FILES.items():
+        candidates = [d / f for d in (root, root / "FashionMNIST" / "raw") for f in (name + ".gz", name)]
+        found[key] = next((p for p in candidates if p.is_file()), None)
+    return found
+
+
+def _download_fashion_mnist(root: Path) -> None:
+    import torchvision
+
+    try:
+        torchvision.datasets.FashionMNIST(str(root), train=True, download=True)
+    except (RuntimeError, OSError) as e:
+        raise DataError(f"could not download Fashion-MNIST into {root} ({e}); on Debian/Ubuntu run "
+                        f"`apt-get install dataset-fashion-mnist` instead") from e
+
+
+_IDX_DTYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
+               0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def read_idx(path: Path | str) -> np.ndarray:
+    """An IDX file (LeCun's MNIST format, optionally gzipped) as an array; a damaged file is a DataError
+    rather than a silently short or garbled dataset."""
+    path = Path(path)
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: unreadable or truncated ({e}); reinstall or re-download the dataset") from e
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
+    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header")
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = header + int(np.prod(dims)) * dtype.itemsize
+    if len(raw) != expected:
+        raise DataError(f"{path}: IDX header says {dims} ({expected} bytes) "
+                        f"but the file has {len(raw)} bytes; "
+                        f"it is truncated or corrupt")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+# --- synthetic ----------------------------------------------------------------------------------
+
+def _synthetic(cfg: DataConfig) -> TensorSource:
+    """Each class is a fixed smooth random pattern; each image is its class pattern plus pixel noise.
+
+    Smooth patterns survive the flip/shift augmentation, so a small network learns them in a few epochs.
+    """
+    g = torch.Generator().manual_seed(SYNTHETIC_SEED)
+    coarse = torch.randn(cfg.num_classes, cfg.channels, 4, 4, generator=g)
+    patterns = torch.nn.functional.interpolate(coarse, size=(cfg.size, cfg.size), mode="bilinear",
+                                               align_corners=True)
+    patterns = patterns / patterns.flatten(1).std(1).view(-1, 1, 1, 1)
+
+    def split(n: int, seed: int) -> tuple[Tensor, Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        y = torch.randperm(n, generator=g) % cfg.num_classes
+        noise = torch.randn(n, cfg.channels, cfg.size, cfg.size, generator=g)
+        x = 128 + 45 * patterns[y] + 25 * noise
+        return x.round().clamp(0, 255).to(torch.uint8), y
+
+    (train_x, train_y), (test_x, test_y) = split(cfg.synthetic_train, 1), split(cfg.synthetic_test, 2)
+    train_n = _take(cfg.train_size, len(train_x), "train_size", "synthetic data (see synthetic_train)")
+    test_n = _take(cfg.test_size, len(test_x), "test_size", "synthetic data (see synthetic_test)")
+    train_x, train_y, test_x, test_y = train_x[:train_n], train_y[:train_n], test_x[:test_n], test_y[:test_n]
+    pixels = train_x.float().div(255)
+    mean = pixels.mean((0, 2, 3)).tolist()
+    std = pixels.std((0, 2, 3)).clamp_min(1e-3).tolist()
+    return TensorSource(train_x, train_y, test_x, test_y, cfg.num_classes, mean, std, pad=2)
+
+
+# --- ImageFolder --------------------------------------------------------------------------------
+
+class _Transformed(Dataset):
+    """Seeds each image's random transform from ``(epoch seed, index)``, so augmentation does not depend on
+    how many workers load the data or on which worker gets an image (``seed=None``: no randomness)."""
+
+    def __init__(self, base: Dataset, transform: Callable[[Any], Tensor], seed: int | None) -> None:
+        self.base, self.transform, self.seed = base, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        image, label = self.base[index]
+        if self.seed is None:
+            return self.transform(image), label
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_mix(self.seed, index))
+            return self.transform(image), label
+
+
+class FolderSource(Source):
+    """``root/train`` and ``root/val`` in ImageFolder layout, decoded on the fly by DataLoader workers."""
+
+    def __init__(self, train: Dataset, test: Dataset, num_classes: int, image_size: int) -> None:
+        from torchvision import transforms as T
+
+        self.train, self.test = train, test
+        self.num_classes = num_classes
+        self.input_shape = (3, image_size, image_size)
+        self.train_size, self.test_size = len(train), len(test)  # type: ignore[arg-type]
+        normalise = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+        self.train_transform = T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(),
+                                          T.ToTensor(), normalise])
+        self.test_transform = T.Compose([T.Resize(round(image_size * 256 / 224)), T.CenterCrop(image_size),
+                                         T.ToTensor(), normalise])
+        self.device = torch.device("cpu")
+        self.num_workers = min(4, os.cpu_count() or 1)
+
+    def to(self, device: torch.device) -> FolderSource:
+        self.device = torch.device(device)
+        return self
+
+    def _loader(self, dataset: Dataset, batch_size: int, generator: torch.Generator | None) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=generator is not None, generator=generator,
+                          num_workers=self.num_workers, pin_memory=self.device.type == "cuda")
+
+    def _batches(self, loader: DataLoader, train: bool, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for x, y in loader:
+            if train and len(x) < min(2, batch_size):
+                return
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def train_batches(self, epoch: int, seed: int, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        seed = _mix(seed, epoch)
+        g = torch.Generator().manual_seed(seed)
+        dataset = _Transformed(self.train, self.train_transform, seed)
+        return self._batches(self._loader(dataset, batch_size, g), True, batch_size)
+
+    def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        dataset = _Transformed(self.test, self.test_transform, None)
+        return self._batches(self._loader(dataset, batch_size, None), False, batch_size)
+
+
+def _imagefolder(cfg: DataConfig, root: Path) -> FolderSource:
+    from torchvision.datasets import ImageFolder
+
+    splits = []
+    for split in ("train", "val"):
+        folder = root / split
+        if not folder.is_dir():
+            raise DataError(f"ImageFolder dataset: {folder} is missing; {root} must contain train/ and val/, "
+                            f"each with one sub-directory of images per class (e.g. ImageNet's layout)")
+        try:
+            dataset = ImageFolder(str(folder))
+        except OSError as e:
+            raise DataError(f"ImageFolder dataset: no images in {folder} ({e})") from e
+        splits.append(dataset)
+    train, val = splits
+    if train.classes != val.classes:
+        raise DataError(f"ImageFolder dataset: {root}/train has {len(train.classes)} classes and {root}/val "
+                        f"has {len(val.classes)}, or they are named differently; they must match")
+    for dataset in splits:
+        path = dataset.samples[0][0]
+        try:
+            dataset.loader(path)
+        except OSError as e:
+            raise DataError(f"ImageFolder dataset: cannot read image {path} ({e})") from e
+    parts = [_spread(d, cfg.train_size if d is train else cfg.test_size, key, Path(d.root))
+             for d, key in ((train, "train_size"), (val, "test_size"))]
+    return FolderSource(parts[0], parts[1], len(train.classes), cfg.image_size)
+
+
+def _spread(dataset: Any, wanted: int | None, key: str, where: Path) -> Dataset:
+    """An evenly spaced subset: ImageFolder sorts by class, so its first N images would be one class."""
+    n = _take(wanted, len(dataset), key, where)
+    if n == len(dataset):
+        return dataset
+    return Subset(dataset, [i * len(dataset) // n for i in range(n)])
+
+
+# --- entry point --------------------------------------------------------------------------------
+
+def load(cfg: DataConfig) -> Source:
+    """The dataset ``cfg`` names, on the CPU, checked: a missing or corrupt dataset fails here, not later."""
+    cfg.check()
+    if cfg.name == "synthetic":
+        return _synthetic(cfg)
+    root = cfg.path
+    assert root is not None
+    if cfg.name == "imagefolder":
+        return _imagefolder(cfg, root)
+    if not root.is_dir() and not cfg.download:
+        hint = ("run `apt-get install dataset-fashion-mnist`" if cfg.name == "fashion-mnist"
+                else "place cifar-10-batches-py there")
+        raise DataError(f"{cfg.name}: dataset directory {root} does not exist; {hint}, point `root` at the "
+                        f"data, or set `download: true`")
+    return _cifar10(cfg, root) if cfg.name == "cifar10" else _fashion_mnist(cfg, root)
+
+
+__all__ = ["DataConfig", "DataError", "FolderSource", "Source", "TensorSource", "load", "read_idx"]

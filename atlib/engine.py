@@ -1,0 +1,319 @@
+"""One training loop for teachers and students.
+
+Outputs of a run directory:
+    checkpoint.pt  every epoch, by atomic replace; removed once the run is complete
+    model.pt       final weights and what they are (model, dataset, classes)
+    metrics.json   the contract with reporting: final/best error, per-epoch history, config, environment
+A run started again with a checkpoint present resumes from it, with the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import __version__
+from .data import Source, load
+from .losses import ConfigError, Objective
+from .models import build_model, num_parameters
+from .spec import RunSpec
+from .tracking import NullTracker, Tracker, tracking_uri
+
+Log = Callable[[str], None]
+
+
+class TeacherError(ConfigError):
+    """A teacher checkpoint that does not match the student's config."""
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+# --- files ------------------------------------------------------------------------------------
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
+    """Write through a temporary file in the same folder and rename it: readers never see a partial file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    atomic_write_bytes(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_json(obj: Any, path: Path) -> None:
+    atomic_write_bytes(path, lambda f: f.write(json.dumps(obj, indent=1, sort_keys=True).encode()))
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / "metrics.json").read_text())
+
+
+# --- environment ------------------------------------------------------------------------------
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' requested, but no CUDA device is available")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    return {
+        "atlib": __version__, "torch": torch.__version__, "python": platform.python_version(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(), "host": platform.node(), "git_commit": git_commit(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+    }
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# --- teacher ----------------------------------------------------------------------------------
+
+def check_teacher(spec: RunSpec, source: Source) -> dict[str, Any]:
+    """Refuse a teacher that is not the one the config names, before any model is built."""
+    ref = spec.teacher
+    assert ref is not None
+    run_dir = Path(ref.run_dir)
+    ckpt, metrics_path = run_dir / "model.pt", run_dir / "metrics.json"
+    for path in (ckpt, metrics_path):
+        if not path.is_file():
+            raise TeacherError(f"teacher.run_dir: {path} does not exist; train the teacher first")
+    try:
+        recorded = json.loads(metrics_path.read_text())
+    except json.JSONDecodeError as e:
+        raise TeacherError(f"teacher.run_dir: {metrics_path} is not valid JSON ({e})") from None
+    expected = {"model": ref.model.name, "model_options": ref.model.options, "dataset": spec.dataset.name,
+                "num_classes": source.num_classes, "input_shape": list(source.input_shape)}
+    for key, want in expected.items():
+        if recorded.get(key) != want:
+            raise TeacherError(f"teacher: {metrics_path} records {key} = {recorded.get(key)!r}, "
+                               f"the config expects {want!r}")
+    digest = sha256(ckpt)
+    if digest != recorded.get("checkpoint_sha256"):
+        raise TeacherError(f"teacher: {ckpt} has SHA-256 {digest[:12]}..., its run recorded "
+                           f"{str(recorded.get('checkpoint_sha256'))[:12]}...: the file changed after training")
+    err = recorded.get("final_test_error")
+    if ref.max_error is not None and (err is None or err > ref.max_error):
+        raise TeacherError(f"teacher.max_error: teacher {run_dir} has test error {err}%, above the gate "
+                           f"of {ref.max_error}%")
+    return {"sha256": digest, "run_id": recorded.get("mlflow_run_id"), "test_error": err}
+
+
+def load_teacher(spec: RunSpec, source: Source, device: torch.device) -> nn.Module:
+    assert spec.teacher is not None
+    state = torch.load(Path(spec.teacher.run_dir) / "model.pt", map_location=device, weights_only=True)
+    teacher = build_model(spec.teacher.model.name, source.input_shape[0], source.num_classes,
+                          **spec.teacher.model.options)
+    teacher.load_state_dict(state["state_dict"])
+    return teacher.to(device).eval().requires_grad_(False)
+
+
+# --- loop -------------------------------------------------------------------------------------
+
+def evaluate(model: nn.Module, source: Source, batch_size: int, amp: Any) -> tuple[float, float]:
+    """(top-1 error %, top-5 error %) on the test set."""
+    model.eval()
+    wrong1 = wrong5 = n = 0
+    with torch.inference_mode(), amp():
+        for x, y in source.test_batches(batch_size):
+            logits, _ = model(x)
+            top = logits.topk(min(5, logits.shape[1]), 1).indices
+            wrong1 += (top[:, 0] != y).sum()
+            wrong5 += (~(top == y[:, None]).any(1)).sum()
+            n += len(y)
+    model.train()
+    return 100.0 * float(wrong1) / n, 100.0 * float(wrong5) / n
+
+
+def _progress(total: int, desc: str) -> Any:
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+        return tqdm(total=total, desc=desc, leave=False, unit="batch")
+    return None
+
+
+def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
+    """Train (or resume) one run into ``out_dir`` and return its metrics."""
+    out_dir = Path(out_dir)
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    device = resolve_device(spec.device)
+    source = load(spec.dataset)  # a missing dataset fails here, before any model exists
+    teacher_info = check_teacher(spec, source) if spec.teacher else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source = source.to(device)
+
+    seed_everything(spec.seed)
+    student = build_model(spec.model.name, source.input_shape[0], source.num_classes, **spec.model.options)
+    student = student.to(device)
+    teacher = load_teacher(spec, source, device) if spec.teacher else None
+    if device.type == "cuda":
+        # channels_last + bf16: tensor-core friendly layout and precision for convolutions
+        student = student.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher = teacher.to(memory_format=torch.channels_last)
+    objective = Objective(spec.method, student, teacher, source.input_shape, device)
+    trainable = [p for p in objective.parameters() if p.requires_grad]
+    r = spec.recipe
+    optimizer = torch.optim.SGD(trainable, lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay,
+                                nesterov=r.nesterov)
+
+    def amp() -> Any:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+    ckpt_path = out_dir / "checkpoint.pt"
+    start, history, best, mlflow_id = 0, [], float("inf"), None
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        objective.load_state_dict(state["objective"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, history, best, mlflow_id = state["epoch"], state["history"], state["best"], state["mlflow_run_id"]
+        log(f"[{spec.run_id}] resuming after epoch {start}/{r.epochs} from {ckpt_path}")
+
+    tags = {"role": "student" if spec.teacher else "teacher-or-baseline", "dataset": spec.dataset.name,
+            "model": spec.model.slug, "method": spec.method.name, "seed": str(spec.seed),
+            "run": spec.run_id, "git_commit": str(git_commit())}
+    if teacher_info:
+        tags |= {"teacher_run": str(teacher_info["run_id"]), "teacher_sha256": teacher_info["sha256"],
+                 "teacher_dir": spec.teacher.run_dir}
+    if os.environ.get("SLURM_JOB_ID"):
+        tags["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
+    tags |= {k: str(v) for k, v in spec.tracking.get("tags", {}).items()}
+    tracker: Tracker | NullTracker = NullTracker()
+    if spec.tracking.get("enabled", True):
+        tracker = Tracker(tracking_uri(spec.tracking.get("store")), spec.tracking.get("experiment", "atlib"),
+                          spec.run_id, tags, spec.to_dict(), resume_run_id=mlflow_id)
+        mlflow_id = tracker.run_id
+    try:
+        for epoch in range(start, r.epochs):
+            row = _train_epoch(objective, optimizer, source, spec, epoch, amp, log)
+            row["test_error"], row["test_error_top5"] = evaluate(student, source, r.eval_batch_size, amp)
+            best = min(best, row["test_error"])
+            history.append(row)
+            tracker.log_metrics(epoch + 1, row)
+            atomic_save({"objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
+                         "epoch": epoch + 1, "history": history, "best": best, "mlflow_run_id": mlflow_id},
+                        ckpt_path)
+            eta = (r.epochs - epoch - 1) * row["epoch_seconds"]
+            log(f"[{spec.run_id}] epoch {epoch + 1}/{r.epochs} loss {row['train_loss']:.4f} "
+                f"train err {row['train_error']:.2f}% test err {row['test_error']:.2f}% "
+                f"{row['images_per_second']:.0f} img/s ETA {eta:.0f}s")
+    except BaseException:
+        tracker.finish("FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
+        raise
+
+    model_path = out_dir / "model.pt"
+    meta = {"model": spec.model.name, "model_options": spec.model.options, "dataset": spec.dataset.name,
+            "num_classes": source.num_classes, "input_shape": list(source.input_shape)}
+    atomic_save({"meta": meta, "state_dict": {k: v.cpu() for k, v in student.state_dict().items()}},
+                model_path)
+    last = history[-1] if history else {}
+    metrics = {
+        **meta, "run_id": spec.run_id, "seed": spec.seed, "method": spec.method.name,
+        "final_test_error": last.get("test_error"), "final_test_error_top5": last.get("test_error_top5"),
+        "best_test_error": best if history else None, "epochs": len(history), "history": history,
+        "num_parameters": num_parameters(student), "checkpoint_sha256": sha256(model_path),
+        "train_seconds": sum(h["epoch_seconds"] for h in history),
+        "teacher": teacher_info, "mlflow_run_id": mlflow_id, "config": spec.to_dict(),
+        "environment": environment(device),
+    }
+    atomic_write_json(metrics, out_dir / "metrics.json")
+    tracker.log_artifact(out_dir / "metrics.json")
+    tracker.finish()
+    ckpt_path.unlink(missing_ok=True)
+    return metrics
+
+
+def _train_epoch(objective: Objective, optimizer: torch.optim.Optimizer, source: Source, spec: RunSpec,
+                 epoch: int, amp: Any, log: Log) -> dict[str, float]:
+    r = spec.recipe
+    lr = r.lr_at(epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    objective.train()
+    if objective.teacher is not None:
+        objective.teacher.eval()
+    steps = max(1, source.train_size // r.batch_size)
+    bar = _progress(steps, f"epoch {epoch + 1}/{r.epochs}")
+    # Sums stay on the device: one host sync per epoch instead of one per step.
+    device = next(objective.student.parameters()).device
+    loss_sum = torch.zeros((), device=device)
+    wrong = torch.zeros((), device=device)
+    first_bad = torch.full((), -1, device=device, dtype=torch.long)
+    term_sums: dict[str, Tensor] = {}
+    seen = 0
+    t0 = time.perf_counter()
+    for step, (x, y) in enumerate(source.train_batches(epoch, spec.seed, r.batch_size)):
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with amp():
+            out = objective(x, y, progress=(epoch + step / steps) / r.epochs)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        n = len(y)
+        loss = out.loss.detach()
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+        loss_sum += loss * n
+        wrong += (out.logits.detach().argmax(1) != y).sum()
+        for k, v in out.terms.items():
+            term_sums[k] = term_sums.get(k, 0) + v * n
+        seen += n
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    if int(first_bad) >= 0:
+        raise NonFiniteLoss(f"[{spec.run_id}] non-finite loss at epoch {epoch + 1}, step {int(first_bad) + 1}; "
+                            f"lower the learning rate or beta")
+    row = {"epoch": epoch + 1, "lr": lr, "train_loss": float(loss_sum) / seen,
+           "train_error": 100.0 * float(wrong) / seen, "epoch_seconds": seconds,
+           "images_per_second": seen / seconds}
+    row |= {f"loss/{k}": float(v) / seen for k, v in term_sums.items()}
+    if spec.method.beta_schedule != "constant":
+        row["beta"] = spec.method.beta_at(epoch / r.epochs)
+    return row

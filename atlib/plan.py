@@ -1,0 +1,241 @@
+"""The experiment plan: an experiment config -> every run to train and every table cell to fill.
+
+Pure Python, no Snakemake: the Snakefile asks this module what to build. A run is identified by a
+path that says what it is, so identical runs are planned once whichever tables ask for them:
+
+    {dataset}/{recipe}/{model}/{variant}/seed{s}                           no teacher
+    {dataset}/{recipe}/{model}/{variant}-from-{teacher}-seed{t}/seed{s}     distilled
+
+``variant`` is the method name plus the parameters that differ from the config's defaults for that
+method (e.g. ``at``, ``at-p=1``, ``at-mapping=max-p=1``, ``at-groups=0``). A row's teacher is the
+``baseline`` run of the teacher model, so the WRN-16-2 teacher of one row is the WRN-16-2
+baseline student of another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .data import DataConfig
+from .losses import METHODS, ConfigError, Method
+from .spec import ModelSpec, Recipe, RunSpec, check_keys, data_dict
+
+TOP_KEYS = {"name", "results", "seeds", "teacher_seed", "device", "threads", "max_teacher_error",
+            "tracking", "datasets", "recipes", "methods", "tables", "resources"}
+TABLE_KEYS = {"title", "dataset", "recipe", "paper", "columns", "rows", "seeds", "metrics", "max_teacher_error"}
+ROW_KEYS = {"label", "student", "teacher", "dataset", "recipe", "paper_row"}
+SPECIAL_COLUMNS = ("student", "teacher")
+
+
+@dataclass(frozen=True)
+class Column:
+    label: str
+    method: dict[str, Any] | None  # None for the special student/teacher columns
+
+
+@dataclass
+class Cell:
+    table: str
+    row: str
+    column: str
+    runs: list[str]  # one per seed
+
+
+@dataclass
+class Plan:
+    name: str
+    results: str
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # run id -> run spec (plain data)
+    teacher_of: dict[str, str] = field(default_factory=dict)  # student run id -> teacher run id
+    cells: list[Cell] = field(default_factory=list)
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)  # table id -> layout and metadata
+
+    @property
+    def teachers(self) -> set[str]:
+        return set(self.teacher_of.values())
+
+    def run_dir(self, run_id: str) -> str:
+        return f"{self.results}/runs/{run_id}"
+
+    @property
+    def store(self) -> str:
+        return next(iter(self.runs.values()))["tracking"]["store"]
+
+    @property
+    def experiments(self) -> list[str]:
+        return sorted({spec["tracking"]["experiment"] for spec in self.runs.values()})
+
+
+def _slug(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ",".join(_slug(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def variant_slug(method: Method, defaults: Method) -> str:
+    """Method name plus the parameters that differ from ``defaults``."""
+    mine, base = method.params(), defaults.params()
+    diffs = [f"{k}={_slug(v)}" for k, v in sorted(mine.items()) if k != "name" and base.get(k) != v]
+    return "-".join([method.name, *diffs])
+
+
+def _method(cfg: Mapping[str, Any] | str, defaults: Mapping[str, Mapping[str, Any]], where: str) -> Method:
+    cfg = {"name": cfg} if isinstance(cfg, str) else dict(cfg)
+    name = cfg.get("name")
+    if name not in METHODS:
+        raise ConfigError(f"{where}.name: unknown method {name!r}; expected one of {', '.join(METHODS)}")
+    return Method.from_config({"name": name, **defaults.get(name, {}), **cfg}, where)
+
+
+def _columns(cfg: list[Any], where: str) -> list[Column]:
+    if not cfg:
+        raise ConfigError(f"{where}: expected a non-empty list of columns")
+    cols = []
+    for i, c in enumerate(cfg):
+        if isinstance(c, str):
+            cols.append(Column(c, None if c in SPECIAL_COLUMNS else {"name": c}))
+        elif isinstance(c, Mapping):
+            check_keys(c, {"label", "method"}, f"{where}[{i}]")
+            if "label" not in c or "method" not in c:
+                raise ConfigError(f"{where}[{i}]: a column is a method name or {{label, method}}")
+            m = c["method"]
+            cols.append(Column(str(c["label"]), {"name": m} if isinstance(m, str) else dict(m)))
+        else:
+            raise ConfigError(f"{where}[{i}]: a column is a method name or {{label, method}}, got {c!r}")
+    labels = [c.label for c in cols]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{where}: duplicate column labels {labels}")
+    return cols
+
+
+def _seeds(value: Any, where: str) -> list[int]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: expected a non-empty list of seeds, got {value!r}")
+    if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in value):
+        raise ConfigError(f"{where}: seeds must be integers >= 0, got {value!r}")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{where}: duplicate seeds in {value!r}")
+    return value
+
+
+def build_plan(config: Mapping[str, Any]) -> Plan:
+    """Every run and every table cell of ``config``; any bad value is a ConfigError naming its key."""
+    if not isinstance(config, Mapping):
+        raise ConfigError("config: expected a mapping")
+    check_keys(config, TOP_KEYS, "config")
+    for key in ("datasets", "tables"):
+        if not config.get(key):
+            raise ConfigError(f"{key}: missing or empty")
+    plan = Plan(name=str(config.get("name", "atlib")), results=str(config.get("results", "results")))
+    seeds = _seeds(config.get("seeds", [0]), "seeds")
+    teacher_seed = config.get("teacher_seed", "same")
+    if teacher_seed != "same" and not (isinstance(teacher_seed, int) and teacher_seed >= 0):
+        raise ConfigError(f"teacher_seed: expected 'same' or a seed >= 0, got {teacher_seed!r}")
+    datasets = {k: DataConfig.from_config(v, f"datasets.{k}") for k, v in config["datasets"].items()}
+    recipes_cfg = dict(config.get("recipes") or {})
+    recipes = {k: Recipe.from_config(v or {}, f"recipes.{k}") for k, v in recipes_cfg.items()}
+    recipes.setdefault("paper", Recipe())
+    method_defaults = dict(config.get("methods") or {})
+    for name, params in method_defaults.items():
+        if name not in METHODS:
+            raise ConfigError(f"methods.{name}: unknown method; expected one of {', '.join(METHODS)}")
+        Method.from_config({"name": name, **(params or {})}, f"methods.{name}")
+    defaults_of = {n: Method.from_config({"name": n, **(method_defaults.get(n) or {})}) for n in METHODS}
+    common = {"device": config.get("device", "auto"), "threads": config.get("threads")}
+    tracking_store = (config.get("tracking") or {}).get("store") or f"{plan.results}/mlflow.db"
+
+    def lookup(table: Mapping[str, Any], row: Mapping[str, Any], key: str, options: Mapping[str, Any],
+               where: str) -> tuple[str, Any]:
+        name = row.get(key, table.get(key))
+        if name is None:
+            raise ConfigError(f"{where}.{key}: missing (set it on the table or the row)")
+        if name not in options:
+            raise ConfigError(f"{where}.{key}: {name!r} is not defined; defined: {', '.join(options)}")
+        return name, options[name]
+
+    def add_run(ds: str, rc: str, model: ModelSpec, method: Method, seed: int,
+                teacher: tuple[str, ModelSpec] | None, gate: float | None) -> str:
+        variant = variant_slug(method, defaults_of[method.name])
+        if teacher is not None:
+            teacher_id, teacher_model = teacher
+            t_seed = teacher_id.rsplit("seed", 1)[1]
+            variant = f"{variant}-from-{teacher_model.slug}-seed{t_seed}"
+        run_id = f"{ds}/{rc}/{model.slug}/{variant}/seed{seed}"
+        spec = {
+            "run_id": run_id, "dataset": data_dict(datasets[ds]),
+            "model": dataclasses.asdict(model), "method": method.params(),
+            "recipe": dataclasses.asdict(recipes[rc]), "seed": seed, **common,
+            "tracking": {"experiment": ds, "store": tracking_store,
+                         "tags": {"recipe": rc, "variant": variant.split("-from-")[0]}},
+        }
+        if teacher is not None:
+            spec["teacher"] = {"run_dir": plan.run_dir(teacher[0]), "model": dataclasses.asdict(teacher[1]),
+                               "max_error": gate}
+            plan.teacher_of[run_id] = teacher[0]
+        RunSpec.from_dict(spec)  # every planned run is a valid run spec
+        if run_id in plan.runs and plan.runs[run_id] != spec:
+            raise ConfigError(f"run {run_id} is planned twice with different settings (e.g. a different "
+                              "max_teacher_error); make them agree")
+        plan.runs[run_id] = spec
+        return run_id
+
+    for t_name, table in config["tables"].items():
+        where = f"tables.{t_name}"
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where}: expected a mapping")
+        check_keys(table, TABLE_KEYS, where)
+        columns = _columns(table.get("columns"), f"{where}.columns")
+        t_seeds = _seeds(table["seeds"], f"{where}.seeds") if "seeds" in table else seeds
+        gate = table.get("max_teacher_error", config.get("max_teacher_error"))
+        rows = table.get("rows")
+        if not rows:
+            raise ConfigError(f"{where}.rows: expected a non-empty list of rows")
+        row_labels = []
+        for i, row in enumerate(rows):
+            rwhere = f"{where}.rows[{i}]"
+            check_keys(row, ROW_KEYS, rwhere)
+            ds, _ = lookup(table, row, "dataset", datasets, rwhere)
+            rc, _ = lookup(table, row, "recipe", recipes, rwhere)
+            if "student" not in row:
+                raise ConfigError(f"{rwhere}.student: missing")
+            student = ModelSpec.from_config(row["student"], f"{rwhere}.student")
+            teacher = ModelSpec.from_config(row["teacher"], f"{rwhere}.teacher") if row.get("teacher") else None
+            label = str(row.get("label") or (f"{student.slug} <- {teacher.slug}" if teacher else student.slug))
+            row_labels.append(label)
+            baseline = defaults_of["baseline"]
+            teacher_seeds = t_seeds if teacher_seed == "same" else [teacher_seed]
+            for col in columns:
+                if col.label == "teacher":
+                    if teacher is None:
+                        raise ConfigError(f"{rwhere}.teacher: missing, and the table has a teacher column")
+                    runs = [add_run(ds, rc, teacher, baseline, ts, None, None) for ts in teacher_seeds]
+                elif col.label == "student":
+                    runs = [add_run(ds, rc, student, baseline, s, None, None) for s in t_seeds]
+                else:
+                    method = _method(col.method, method_defaults, f"{where}.columns.{col.label}")
+                    if method.needs_teacher and teacher is None:
+                        raise ConfigError(f"{rwhere}.teacher: column {col.label!r} ({method.name}) needs a teacher")
+                    runs = []
+                    for s in t_seeds:
+                        t_ref = None
+                        if method.needs_teacher:
+                            ts = s if teacher_seed == "same" else teacher_seed
+                            t_ref = (add_run(ds, rc, teacher, baseline, ts, None, None), teacher)
+                        runs.append(add_run(ds, rc, student, method, s, t_ref, gate))
+                plan.cells.append(Cell(t_name, label, col.label, runs))
+        if len(set(row_labels)) != len(row_labels):
+            raise ConfigError(f"{where}.rows: duplicate row labels {row_labels}")
+        plan.tables[t_name] = {
+            "title": table.get("title", t_name), "paper": table.get("paper"),
+            "columns": [c.label for c in columns], "rows": row_labels,
+            "paper_rows": [r.get("paper_row", lbl) for r, lbl in zip(rows, row_labels, strict=True)],
+            "metrics": table.get("metrics", ["top1"]),
+        }
+    return plan

@@ -1,0 +1,118 @@
+"""Aggregation of run metrics and the paper tables built from them.
+
+``metrics.json`` files are the only input: tables are rebuilt from files, never from a database
+that a concurrent writer could race.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tabulate import tabulate
+
+from .paper import paper_value
+from .plan import Plan
+
+SUMMARY_COLUMNS = ["run_id", "dataset", "model", "method", "variant", "seed", "teacher_run",
+                   "final_test_error", "final_test_error_top5", "best_test_error", "epochs",
+                   "train_seconds", "images_per_second", "mlflow_run_id", "slurm_job_id"]
+METRIC_FIELD = {"top1": "final_test_error", "top5": "final_test_error_top5"}
+
+
+def read_run(run_dir: Path) -> dict[str, Any] | None:
+    """A finished run's metrics, or None when it is missing or unreadable."""
+    try:
+        m = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return m if isinstance(m, dict) and "final_test_error" in m else None
+
+
+def aggregate(plan: Plan) -> pd.DataFrame:
+    """One row per planned run that has finished (summary.csv)."""
+    rows = []
+    for run_id, spec in plan.runs.items():
+        m = read_run(Path(plan.run_dir(run_id)))
+        if m is None:
+            continue
+        history = m.get("history") or [{}]
+        rows.append({
+            "run_id": run_id, "dataset": spec["dataset"]["name"], "model": m["model"], "method": m["method"],
+            "variant": spec["tracking"]["tags"]["variant"], "seed": m["seed"],
+            "teacher_run": plan.teacher_of.get(run_id, ""),
+            "final_test_error": m["final_test_error"], "final_test_error_top5": m.get("final_test_error_top5"),
+            "best_test_error": m.get("best_test_error"), "epochs": m.get("epochs"),
+            "train_seconds": m.get("train_seconds"), "images_per_second": history[-1].get("images_per_second"),
+            "mlflow_run_id": m.get("mlflow_run_id"), "slurm_job_id": (m.get("environment") or {}).get("slurm_job_id"),
+        })
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def cells(plan: Plan, summary: pd.DataFrame) -> pd.DataFrame:
+    """Long table: one line per (table, row, column, metric) with our median, spread, n and the paper."""
+    by_run = summary.set_index("run_id")
+    out = []
+    for cell in plan.cells:
+        layout = plan.tables[cell.table]
+        paper_row = layout["paper_rows"][layout["rows"].index(cell.row)]
+        for metric in layout["metrics"]:
+            values = [float(by_run.at[r, METRIC_FIELD[metric]]) for r in cell.runs
+                      if r in by_run.index and pd.notna(by_run.at[r, METRIC_FIELD[metric]])]
+            s = pd.Series(values, dtype=float)
+            paper = paper_value(layout["paper"], paper_row, cell.column, metric)
+            median = float(s.median()) if values else None
+            diff = median - paper.value if values and paper is not None and paper.value is not None else None
+            out.append({
+                "table": cell.table, "row": cell.row, "column": cell.column, "metric": metric,
+                "median": median, "n": len(values), "planned": len(cell.runs),
+                "min": float(s.min()) if values else None, "max": float(s.max()) if values else None,
+                "paper": paper.value if paper else None, "paper_text": paper.show() if paper else "",
+                "paper_confirmed": paper.confirmed if paper else None, "diff": diff,
+                "runs": " ".join(cell.runs),
+            })
+    return pd.DataFrame(out)
+
+
+def _ours(c: pd.Series) -> str:
+    if c["n"] == 0:
+        return "–"
+    spread = f" [{c['min']:.2f}–{c['max']:.2f}]" if c["n"] > 1 else ""
+    missing = f"/{c['planned']}" if c["n"] < c["planned"] else ""
+    return f"{c['median']:.2f}{spread} n={c['n']}{missing}"
+
+
+def wide(long: pd.DataFrame, plan: Plan, table: str) -> list[list[str]]:
+    """Rows of the Markdown table: per paper row, one line of ours, one of the paper, one of the difference."""
+    layout = plan.tables[table]
+    sub = long[long.table == table]
+    lines = []
+    for row in layout["rows"]:
+        for metric in layout["metrics"]:
+            tag = "" if len(layout["metrics"]) == 1 else f" {metric}"
+            got = {c["column"]: c for _, c in sub[(sub.row == row) & (sub.metric == metric)].iterrows()}
+            lines.append([f"{row}{tag}", "ours"] + [_ours(got[c]) for c in layout["columns"]])
+            if layout["paper"]:
+                lines.append(["", "paper"] + [got[c]["paper_text"] or "–" for c in layout["columns"]])
+                lines.append(["", "Δ"] + [f"{got[c]['diff']:+.2f}" if pd.notna(got[c]["diff"]) else "–"
+                                          for c in layout["columns"]])
+    return lines
+
+
+def write_tables(plan: Plan, summary: pd.DataFrame, out_dir: Path) -> dict[str, str]:
+    """Write ``<table>.md`` and ``<table>.csv`` per table; returns the Markdown text of each."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    long = cells(plan, summary)
+    texts = {}
+    for table, layout in plan.tables.items():
+        headers = ["row", ""] + layout["columns"]
+        body = tabulate(wide(long, plan, table), headers=headers, tablefmt="github")
+        note = ("Test error (%): median over seeds [min–max] and the number of runs; "
+                "– marks a run not (yet) finished. † marks a paper number not confirmed from a readable copy.")
+        text = f"## {layout['title']}\n\n{body}\n\n{note}\n"
+        (out_dir / f"{table}.md").write_text(text)
+        long[long.table == table].to_csv(out_dir / f"{table}.csv", index=False)
+        texts[table] = text
+    return texts

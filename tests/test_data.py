@@ -1,0 +1,398 @@
+import gzip
+import hashlib
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from PIL import Image
+
+from atlib.data import CIFAR_MEAN, CIFAR_STD, DataConfig, DataError, TensorSource, load, read_idx
+from atlib.losses import ConfigError
+
+REAL_FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def batches(it):
+    return [(x.clone(), y.clone()) for x, y in it]
+
+
+def same(a, b) -> bool:
+    if len(a) != len(b):
+        return False
+    return all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b, strict=True))
+
+
+def raw_pixels(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """Undo the normalisation of a batch, back to exact uint8 values."""
+    m, s = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+    return ((x * s + m) * 255).round().to(torch.uint8)
+
+
+# --- CIFAR-10 in its real on-disk format ---------------------------------------------------------
+
+class Py2Pickler(pickle._Pickler):
+    """Writes bytes as Python 2 ``str`` (as the real CIFAR files, made by Python 2, do): Python 3 reads them
+    back as b"data" with encoding="bytes" and as "data" with torchvision's encoding="latin1"."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_py2_str(self, obj: bytes) -> None:
+        if len(obj) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_py2_str
+
+
+def write_py2_pickle(path: Path, obj) -> str:
+    with open(path, "wb") as f:
+        Py2Pickler(f, protocol=2).dump(obj)
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def make_cifar(root: Path, per_batch: int = 4, n_test: int = 6, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    train_list, splits = [], {}
+    for name, n in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", n_test)]:
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, n)]
+        entry = {b"batch_label": name.encode(), b"labels": labels, b"data": data}
+        md5 = write_py2_pickle(folder / name, entry)
+        train_list.append([name, md5])
+        splits[name] = (data, labels)
+    meta_md5 = write_py2_pickle(folder / "batches.meta", {b"label_names": [b"c%d" % i for i in range(10)],
+                                                          b"num_vis": 3072})
+    return train_list[:5], train_list[5:], meta_md5, splits
+
+
+@pytest.fixture
+def cifar(tmp_path, monkeypatch):
+    train_list, test_list, meta_md5, splits = make_cifar(tmp_path)
+    C = torchvision.datasets.CIFAR10
+    monkeypatch.setattr(C, "train_list", train_list)
+    monkeypatch.setattr(C, "test_list", test_list)
+    monkeypatch.setattr(C, "meta", {**C.meta, "md5": meta_md5})
+    return tmp_path, splits
+
+
+def test_cifar_files_look_like_the_real_ones(cifar):
+    root, _ = cifar
+    with open(root / "cifar-10-batches-py" / "data_batch_1", "rb") as f:
+        entry = pickle.load(f, encoding="bytes")
+    assert {b"data", b"labels"} <= set(entry) and entry[b"data"].dtype == np.uint8
+    assert entry[b"data"].shape == (4, 3072)
+
+
+def test_cifar_round_trip(cifar):
+    root, splits = cifar
+    src = load(DataConfig("cifar10", root=str(root)))
+    assert (src.num_classes, src.input_shape, src.train_size, src.test_size) == (10, (3, 32, 32), 20, 6)
+    train = np.concatenate([splits[f"data_batch_{i}"][0] for i in range(1, 6)])
+    labels = sum((splits[f"data_batch_{i}"][1] for i in range(1, 6)), [])
+    # each row is 1024 red, then green, then blue values, each image row-major: that is CHW
+    assert torch.equal(src.train_x, torch.from_numpy(train.reshape(-1, 3, 32, 32)))
+    assert src.train_y.tolist() == labels
+    x, y = next(src.test_batches(100))
+    assert x.dtype == torch.float32 and y.dtype == torch.int64
+    assert torch.equal(raw_pixels(x, CIFAR_MEAN, CIFAR_STD),
+                       torch.from_numpy(splits["test_batch"][0].reshape(-1, 3, 32, 32)))
+    assert y.tolist() == splits["test_batch"][1]
+    assert src.train_x[0, 0, 0, 1] == train[0, 1] and src.train_x[0, 1, 0, 0] == train[0, 1024]
+
+
+def test_cifar_corrupt_or_missing_is_a_data_error(cifar, tmp_path):
+    root, _ = cifar
+    with open(root / "cifar-10-batches-py" / "data_batch_3", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(DataError, match="download: true") as e:
+        load(DataConfig("cifar10", root=str(root)))
+    assert str(root) in str(e.value)
+    empty = tmp_path / "nothing-here"
+    empty.mkdir()
+    with pytest.raises(DataError, match="cifar-10-batches-py"):
+        load(DataConfig("cifar10", root=str(empty)))
+    with pytest.raises(DataError, match=str(tmp_path / "absent")):
+        load(DataConfig("cifar10", root=str(tmp_path / "absent")))
+
+
+# --- Fashion-MNIST IDX files ---------------------------------------------------------------------
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    code = 0x0800 | array.ndim
+    return struct.pack(">I", code) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+
+
+def make_fmnist(folder: Path, n_train: int = 12, n_test: int = 5, gz: bool = True, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8),
+    }
+    for name, array in arrays.items():
+        if gz:
+            with gzip.open(folder / f"{name}.gz", "wb") as f:
+                f.write(idx_bytes(array))
+        else:
+            (folder / name).write_bytes(idx_bytes(array))
+    return arrays
+
+
+def test_fashion_mnist_round_trip(tmp_path):
+    arrays = make_fmnist(tmp_path)
+    src = load(DataConfig("fashion-mnist", root=str(tmp_path)))
+    assert (src.num_classes, src.input_shape, src.train_size, src.test_size) == (10, (1, 28, 28), 12, 5)
+    assert torch.equal(src.train_x[:, 0], torch.from_numpy(arrays["train-images-idx3-ubyte"]))
+    assert src.train_y.tolist() == arrays["train-labels-idx1-ubyte"].tolist()
+    x, y = next(src.test_batches(5))
+    images = torch.from_numpy(arrays["t10k-images-idx3-ubyte"])
+    assert torch.equal(raw_pixels(x, (0.2860,), (0.3530,))[:, 0], images)
+    assert y.tolist() == arrays["t10k-labels-idx1-ubyte"].tolist()
+
+
+def test_fashion_mnist_torchvision_layout_uncompressed(tmp_path):
+    arrays = make_fmnist(tmp_path / "FashionMNIST" / "raw", gz=False)
+    src = load(DataConfig("fashion-mnist", root=str(tmp_path), train_size=7, test_size=3))
+    assert (src.train_size, src.test_size) == (7, 3)
+    assert torch.equal(src.train_x[:, 0], torch.from_numpy(arrays["train-images-idx3-ubyte"][:7]))
+    assert src.test_y.tolist() == arrays["t10k-labels-idx1-ubyte"][:3].tolist()
+    with pytest.raises(ConfigError, match="train_size"):
+        load(DataConfig("fashion-mnist", root=str(tmp_path), train_size=13))
+
+
+def test_read_idx_big_endian_dims(tmp_path):
+    array = np.arange(2 * 300 * 3, dtype=np.uint8).reshape(2, 300, 3)  # 300 > 255: needs all 4 bytes
+    (tmp_path / "a").write_bytes(idx_bytes(array))
+    assert np.array_equal(read_idx(tmp_path / "a"), array)
+
+
+@pytest.mark.parametrize("damage", ["truncated-gzip", "short-payload", "long-payload", "bad-magic"])
+def test_fashion_mnist_damaged_file(tmp_path, damage):
+    make_fmnist(tmp_path)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    raw = gzip.decompress(path.read_bytes())
+    if damage == "truncated-gzip":
+        path.write_bytes(path.read_bytes()[:-100])
+    else:
+        raw = {"short-payload": raw[:-1], "long-payload": raw + b"\0", "bad-magic": b"\1" + raw[1:]}[damage]
+        path.write_bytes(gzip.compress(raw))
+    with pytest.raises(DataError, match=str(path)):
+        load(DataConfig("fashion-mnist", root=str(tmp_path)))
+
+
+def test_fashion_mnist_missing(tmp_path):
+    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist") as e:
+        load(DataConfig("fashion-mnist", root=str(tmp_path / "nowhere")))
+    assert str(tmp_path / "nowhere") in str(e.value)
+    make_fmnist(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte") as e:
+        load(DataConfig("fashion-mnist", root=str(tmp_path)))
+    assert "download: true" in str(e.value) and str(tmp_path) in str(e.value)
+
+
+@pytest.mark.skipif(not REAL_FMNIST.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_real_fashion_mnist():
+    src = load(DataConfig("fashion-mnist"))
+    assert (src.num_classes, src.input_shape) == (10, (1, 28, 28))
+    assert (src.train_size, src.test_size) == (60000, 10000)
+    assert sorted(src.train_y.unique().tolist()) == list(range(10))
+    assert torch.bincount(src.test_y).tolist() == [1000] * 10
+    x = torch.cat([x for x, _ in src.test_batches(5000)])
+    assert abs(x.mean().item()) < 0.02 and abs(x.std().item() - 1) < 0.02
+
+
+# --- ImageFolder ---------------------------------------------------------------------------------
+
+def make_folder(root: Path, per_class: dict[str, int]) -> None:
+    """Textured images (so crops differ) whose dominant channel is the class: red or blue."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for name, n in per_class.items():
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 100, (12, 10 + i, 3), dtype=np.uint8)
+                pixels[..., 0 if name == "red" else 2] += 155
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+
+
+def test_imagefolder_batches(tmp_path):
+    make_folder(tmp_path, {"blue": 3, "red": 4})
+    src = load(DataConfig("imagefolder", root=str(tmp_path), image_size=8))
+    assert (src.num_classes, src.input_shape, src.train_size, src.test_size) == (2, (3, 8, 8), 7, 7)
+    first = batches(src.train_batches(0, 0, 3))
+    assert [len(x) for x, _ in first] == [3, 3]  # the seventh image would be a batch of one: dropped
+    assert all(x.shape[1:] == (3, 8, 8) and x.dtype == torch.float32 for x, _ in first)
+    for x, y in first:  # the label follows the image through the shuffle: blue is class 0, red class 1
+        assert torch.equal((x[:, 0].mean((1, 2)) > x[:, 2].mean((1, 2))).long(), y)
+    assert same(first, batches(src.train_batches(0, 0, 3)))
+    assert not same(first, batches(src.train_batches(1, 0, 3)))
+    src.num_workers, rng_state = 0, torch.get_rng_state()  # in-process loading: same batches, global RNG kept
+    assert same(first, batches(src.train_batches(0, 0, 3)))
+    assert torch.equal(rng_state, torch.get_rng_state())
+    test = batches(src.test_batches(4))
+    assert [len(x) for x, _ in test] == [4, 3]
+    assert torch.cat([y for _, y in test]).tolist() == [0, 0, 0, 1, 1, 1, 1]
+
+
+def test_imagefolder_subset_and_errors(tmp_path):
+    make_folder(tmp_path, {"blue": 3, "red": 3})
+    src = load(DataConfig("imagefolder", root=str(tmp_path), image_size=8, train_size=4, test_size=2))
+    assert (src.train_size, src.test_size) == (4, 2)
+    assert torch.cat([y for _, y in src.test_batches(8)]).tolist() == [0, 1]  # spread over the classes
+    (tmp_path / "val" / "blue" / "0.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=str(tmp_path / "val" / "blue" / "0.png")):
+        load(DataConfig("imagefolder", root=str(tmp_path), image_size=8))
+    for path in (tmp_path / "val" / "red").iterdir():
+        path.unlink()
+    (tmp_path / "val" / "red").rmdir()
+    with pytest.raises(DataError, match="classes"):
+        load(DataConfig("imagefolder", root=str(tmp_path), image_size=8))
+    with pytest.raises(DataError, match=str(tmp_path / "missing" / "train")):
+        load(DataConfig("imagefolder", root=str(tmp_path / "missing")))
+
+
+# --- augmentation --------------------------------------------------------------------------------
+
+def unique_source(n: int = 10, pad: int = 4, size: int = 9) -> TensorSource:
+    """Distinct images, each labelled with its own index: a batch says which image each sample came from."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, 2, size, size + 1), generator=g, dtype=torch.uint8)
+    y = torch.arange(n)
+    return TensorSource(x, y, x.clone(), y.clone(), n, mean=(0.0, 0.0), std=(1.0, 1.0), pad=pad)
+
+
+def test_same_seed_and_epoch_same_batches():
+    src = unique_source()
+    a = batches(src.train_batches(3, 7, 4))
+    torch.manual_seed(123)  # the global RNG plays no part
+    batches(src.train_batches(0, 7, 4))
+    assert same(a, batches(src.train_batches(3, 7, 4)))
+    assert not same(a, batches(src.train_batches(4, 7, 4)))
+    assert not same(a, batches(src.train_batches(3, 8, 4)))
+
+
+def test_every_sample_is_a_window_of_the_reflect_padded_image():
+    pad, src = 3, unique_source(pad=3)
+    raw = src.train_x
+    _, h, w = src.input_shape
+    padded = F.pad(raw.float(), (pad,) * 4, mode="reflect")
+    flipped, shifts = 0, set()
+    for epoch in range(4):
+        seen = []
+        for x, y in src.train_batches(epoch, 0, 4):
+            seen += y.tolist()
+            for image, label in zip(x, y, strict=True):
+                matches = [(dy, dx, flip) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
+                           for flip in (False, True)
+                           if torch.equal(padded[label, :, dy:dy + h, dx:dx + w].flip(-1) if flip
+                                          else padded[label, :, dy:dy + h, dx:dx + w], (image * 255).round())]
+                assert matches, f"sample of image {label} is no window of its padded image"
+                flipped += matches[0][2]
+                shifts.add(matches[0][:2])
+        assert sorted(seen) == list(range(10)) and seen != list(range(10))  # a permutation, shuffled
+    assert 0 < flipped < 40 and len(shifts) > 10
+
+
+def test_hand_built_crop_of_one_sample():
+    src = unique_source(n=3, pad=2, size=5)
+    x, y = next(src.train_batches(0, 0, 3))
+    padded = F.pad(src.train_x.float(), (2, 2, 2, 2), mode="reflect")
+    # the padded image built by hand: reflect excludes the edge pixel itself
+    img = src.train_x[int(y[0])].float()
+    rows = [2, 1, 0, 1, 2, 3, 4, 3, 2]
+    assert torch.equal(padded[int(y[0])], img[:, rows][:, :, [2, 1, 0, 1, 2, 3, 4, 5, 4, 3]])
+    flips_seen = set()
+    for epoch in range(6):
+        for x, y in src.train_batches(epoch, 0, 3):
+            for image, label in zip(x, y, strict=True):
+                window = (image * 255).round()
+                if not any(torch.equal(padded[label, :, i:i + 5, j:j + 6], window)
+                           for i in range(5) for j in range(5)):
+                    mirrored = window.flip(-1)
+                    assert any(torch.equal(padded[label, :, i:i + 5, j:j + 6], mirrored)
+                               for i in range(5) for j in range(5))
+                    flips_seen.add(True)
+    assert flips_seen == {True}
+
+
+def test_last_batch_rule():
+    src = unique_source(n=10)
+    assert [len(x) for x, _ in src.train_batches(0, 0, 3)] == [3, 3, 3]  # a batch of 1 is dropped
+    assert [len(x) for x, _ in src.train_batches(0, 0, 4)] == [4, 4, 2]  # a batch of 2 is kept
+    assert [len(x) for x, _ in src.test_batches(3)] == [3, 3, 3, 1]  # testing keeps every image
+    assert [len(x) for x, _ in src.train_batches(0, 0, 1)] == [1] * 10
+
+
+def test_synthetic_normalised_and_test_unaugmented():
+    cfg = DataConfig("synthetic")
+    src = load(cfg)
+    assert (src.num_classes, src.input_shape, src.train_size, src.test_size) == (10, (1, 16, 16), 512, 256)
+    x = torch.cat([x for x, _ in src.train_batches(0, 0, 100)])
+    assert abs(x.mean().item()) < 0.05 and abs(x.std().item() - 1) < 0.05
+    test = torch.cat([x for x, _ in src.test_batches(100)])
+    assert torch.equal(test, src.normalise(src.test_x))  # no augmentation
+    assert same(batches(src.test_batches(64)), batches(src.test_batches(64)))
+    again = load(cfg)
+    assert torch.equal(again.train_x, src.train_x) and torch.equal(again.test_y, src.test_y)
+    assert torch.bincount(src.train_y).tolist() == [512 // 10 + (i < 2) for i in range(10)]
+
+
+def test_synthetic_classes_are_separable():
+    src = load(DataConfig("synthetic", channels=3, size=12, num_classes=4))
+    assert src.input_shape == (3, 12, 12)
+    x_train, x_test = src.train_x.float().flatten(1), src.test_x.float().flatten(1)
+    centres = torch.stack([x_train[src.train_y == c].mean(0) for c in range(4)])
+    nearest = torch.cdist(x_test, centres).argmin(1)
+    assert (nearest == src.test_y).float().mean() > 0.9
+
+
+def test_subsets_are_prefixes():
+    full = load(DataConfig("synthetic"))
+    part = load(DataConfig("synthetic", train_size=100, test_size=50))
+    assert (part.train_size, part.test_size) == (100, 50)
+    assert torch.equal(part.train_x, full.train_x[:100]) and torch.equal(part.test_y, full.test_y[:50])
+    assert sum(len(x) for x, _ in part.train_batches(0, 0, 32)) == 100
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_gpu_sees_the_cpu_batches():
+    cpu = batches(unique_source().train_batches(2, 5, 4))
+    gpu = [(x.cpu(), y.cpu()) for x, y in unique_source().to(torch.device("cuda")).train_batches(2, 5, 4)]
+    assert len(cpu) == len(gpu)
+    for (xc, yc), (xg, yg) in zip(cpu, gpu, strict=True):  # same images; floats may differ in the last bit
+        assert torch.equal(yc, yg) and torch.allclose(xc, xg, rtol=1e-6, atol=1e-6)
+
+
+# --- config --------------------------------------------------------------------------------------
+
+def test_from_config():
+    cfg = DataConfig.from_config({"name": "synthetic", "size": 8, "train_size": 10})
+    assert cfg == DataConfig("synthetic", size=8, train_size=10)
+    assert DataConfig.from_config({"name": "cifar10", "download": True}).path == Path("data/cifar10")
+    assert DataConfig.from_config({"name": "fashion-mnist"}).path == Path("/usr/share/datasets/fashion-mnist")
+    with pytest.raises(ConfigError, match=r"data\.colour: unknown key"):
+        DataConfig.from_config({"name": "synthetic", "colour": 1}, where="data")
+    with pytest.raises(ConfigError, match=r"dataset\.name"):
+        DataConfig.from_config({"name": "mnist"})
+    with pytest.raises(ConfigError, match=r"dataset\.image_size: not used by dataset 'cifar10'"):
+        DataConfig.from_config({"name": "cifar10", "image_size": 32})
+    with pytest.raises(ConfigError, match=r"dataset\.train_size: expected an integer >= 1"):
+        DataConfig.from_config({"name": "cifar10", "train_size": 0})
+    with pytest.raises(ConfigError, match=r"dataset\.download"):
+        DataConfig.from_config({"name": "cifar10", "download": "yes"})
+    with pytest.raises(ConfigError, match=r"dataset\.root: required"):
+        DataConfig.from_config({"name": "imagefolder"})
+    with pytest.raises(ConfigError, match=r"dataset\.num_classes"):
+        DataConfig.from_config({"name": "synthetic", "num_classes": 1})

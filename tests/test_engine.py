@@ -1,0 +1,122 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from atlib.engine import NonFiniteLoss, TeacherError, train
+from atlib.spec import RunSpec
+
+DATA = {"name": "synthetic", "synthetic_train": 256, "synthetic_test": 128, "size": 16}
+
+
+def spec(**over) -> RunSpec:
+    base = {"run_id": "t", "dataset": DATA, "model": "wrn-10-1", "seed": 3, "threads": 1,
+            "recipe": {"epochs": 2, "batch_size": 64, "lr": 0.05}, "tracking": {"enabled": False}}
+    return RunSpec.from_dict({**base, **over})
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("teacher")
+    train(spec(model="wrn-10-2", run_id="teacher"), out, quiet)
+    return out
+
+
+def strip_times(m: dict) -> dict:
+    return [{k: v for k, v in h.items() if k not in ("epoch_seconds", "images_per_second")} for h in m["history"]]
+
+
+def test_same_seed_gives_identical_metrics_bit_for_bit(tmp_path):
+    a = train(spec(), tmp_path / "a", quiet)
+    b = train(spec(), tmp_path / "b", quiet)
+    assert strip_times(a) == strip_times(b)
+    assert a["checkpoint_sha256"] == b["checkpoint_sha256"]
+    c = train(spec(seed=4), tmp_path / "c", quiet)
+    assert strip_times(c) != strip_times(a)
+
+
+def test_metrics_json_contract(teacher_dir, tmp_path):
+    m = train(spec(method={"name": "at+kd", "beta_schedule": "linear"},
+                   teacher={"run_dir": str(teacher_dir), "model": "wrn-10-2"}), tmp_path, quiet)
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["final_test_error"] == m["final_test_error"] == m["history"][-1]["test_error"]
+    assert on_disk["best_test_error"] == min(h["test_error"] for h in m["history"])
+    row = on_disk["history"][0]
+    for key in ("train_loss", "train_error", "test_error", "lr", "epoch_seconds", "images_per_second",
+                "loss/ce", "loss/kd", "loss/at/g0", "loss/at/g1", "loss/at/g2", "beta"):
+        assert key in row, key
+    assert [h["beta"] for h in on_disk["history"]] == [1000.0, 500.0]
+    assert on_disk["config"]["method"]["name"] == "at+kd"
+    assert on_disk["environment"]["torch"] == torch.__version__
+    assert on_disk["teacher"]["sha256"] == json.loads((teacher_dir / "metrics.json").read_text())["checkpoint_sha256"]
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_teacher_is_frozen_and_unchanged(teacher_dir, tmp_path):
+    before = torch.load(teacher_dir / "model.pt", weights_only=True)["state_dict"]
+    train(spec(method="kd", teacher={"run_dir": str(teacher_dir), "model": "wrn-10-2"}), tmp_path, quiet)
+    after = torch.load(teacher_dir / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"teacher_model": "wrn-16-2"}, "records model"),
+    ({"dataset": {**DATA, "num_classes": 5}}, "records num_classes"),
+    ({"max_error": 1.0}, "above the gate"),
+])
+def test_mismatched_teacher_is_refused_before_training(teacher_dir, tmp_path, change, match):
+    teacher = {"run_dir": str(teacher_dir), "model": change.get("teacher_model", "wrn-10-2")}
+    if "max_error" in change:
+        teacher["max_error"] = change["max_error"]
+    s = spec(method="at", teacher=teacher, **({"dataset": change["dataset"]} if "dataset" in change else {}))
+    with pytest.raises(TeacherError, match=match):
+        train(s, tmp_path / "student", quiet)
+    assert not (tmp_path / "student").exists()
+
+
+def test_modified_teacher_checkpoint_is_refused(teacher_dir, tmp_path):
+    copy = tmp_path / "teacher"
+    copy.mkdir()
+    (copy / "metrics.json").write_bytes((teacher_dir / "metrics.json").read_bytes())
+    (copy / "model.pt").write_bytes((teacher_dir / "model.pt").read_bytes() + b"\0")
+    with pytest.raises(TeacherError, match="SHA-256"):
+        train(spec(method="at", teacher={"run_dir": str(copy), "model": "wrn-10-2"}), tmp_path / "s", quiet)
+
+
+def test_non_finite_loss_names_epoch_and_step(tmp_path):
+    with pytest.raises(NonFiniteLoss, match=r"epoch 1, step \d+"):
+        train(spec(recipe={"epochs": 1, "batch_size": 64, "lr": 1e30}), tmp_path, quiet)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    """Kill a real training process after its first checkpoint; the rerun ends where an uninterrupted run ends."""
+    s = spec(recipe={"epochs": 4, "batch_size": 32, "lr": 0.05})
+    reference = train(s, tmp_path / "ref", quiet)
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(s.to_dict()))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "atlib", "train", str(spec_file), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (out / "checkpoint.pt").exists() and not (out / "metrics.json").exists()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resuming after epoch" in done.stdout
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert strip_times(resumed) == strip_times(reference)
+    assert resumed["checkpoint_sha256"] == reference["checkpoint_sha256"]
