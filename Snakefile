@@ -7,7 +7,7 @@ import sys
 from snakemake.utils import validate
 
 from atlib.losses import ConfigError
-from atlib.plan import build_plan
+from atlib.plan import build_plan, missing_data
 
 if not config:
     configfile: "config/quick.yaml"
@@ -31,8 +31,15 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
+        all_metrics(),  # targets themselves: a deleted run is retrained, not taken as a missing intermediate
         f"{REPORT}/summary.csv",
         expand(f"{REPORT}/tables/{{table}}.md", table=PLAN.tables),
+
+
+onstart:
+    # here, not at parse time: a dry run may use placeholder dataset roots
+    if problems := missing_data(PLAN):
+        sys.exit("atlib: " + "\natlib: ".join(problems))
 
 
 onsuccess:

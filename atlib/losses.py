@@ -53,7 +53,7 @@ class Method:
     groups: tuple[int, ...] | None = None  # None: every group of the student
     form: str = "code"
     resize: bool = True
-    beta_schedule: str = "constant"  # at+kd: "linear" decays beta to 0 over training
+    beta_schedule: str = "constant"  # from_config gives at+kd "linear": beta decays to 0 over training
     T: float = 4.0
     alpha: float = 0.9
     milestones: tuple[float, ...] = field(default=(0.3, 0.6, 0.8), repr=False)  # for "step"
@@ -64,6 +64,8 @@ class Method:
         """Build from ``{"name": ..., **params}``; an unknown method, parameter or value is a ConfigError."""
         cfg = {"name": cfg} if isinstance(cfg, str) else dict(cfg)
         name = cfg.pop("name", None)
+        if name == "at+kd":
+            cfg.setdefault("beta_schedule", "linear")  # AT guides early, KD alone refines late
         if name not in METHODS:
             raise ConfigError(f"{where}.name: unknown method {name!r}; expected one of {', '.join(METHODS)}")
         unknown = set(cfg) - PARAMETERS[name]

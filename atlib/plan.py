@@ -125,6 +125,23 @@ def _seeds(value: Any, where: str) -> list[int]:
     return value
 
 
+def missing_data(plan: Plan) -> list[str]:
+    """One message per dataset folder of the plan that does not exist (checked before the DAG runs)."""
+    seen, problems = set(), []
+    for spec in plan.runs.values():
+        cfg = DataConfig.from_config(spec["dataset"])
+        path = cfg.path
+        if path is None or cfg.download or path in seen:
+            continue
+        seen.add(path)
+        if not path.is_dir():
+            hint = {"fashion-mnist": "apt-get install dataset-fashion-mnist, or set its root",
+                    "cifar10": "put cifar-10-batches-py there, or set download: true",
+                    "imagefolder": "a folder with train/ and val/ class folders"}[cfg.name]
+            problems.append(f"dataset {cfg.name!r}: root {path} does not exist ({hint})")
+    return problems
+
+
 def build_plan(config: Mapping[str, Any]) -> Plan:
     """Every run and every table cell of ``config``; any bad value is a ConfigError naming its key."""
     if not isinstance(config, Mapping):

@@ -106,7 +106,7 @@ def test_factt_adds_trainable_adapters_where_widths_differ():
 
 
 def test_beta_schedules():
-    m = Method.from_config({"name": "at+kd", "beta_schedule": "linear"})
+    m = Method.from_config("at+kd")  # linear decay is at+kd's default
     assert [m.beta_at(p) for p in (0.0, 0.5)] == [1000.0, 500.0]
     s = Method.from_config({"name": "at+kd", "beta_schedule": "step"})
     assert [s.beta_at(p) for p in (0.0, 0.3, 0.7, 0.9)] == pytest.approx([1000, 200, 40, 8])

@@ -1,0 +1,81 @@
+"""The synthetic config through the real snakemake executable, end to end."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(ROOT / "tests/configs/synthetic.yaml"), "--cores", "2", *args]
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    workdir = tmp_path_factory.mktemp("dag")
+    proc = snakemake(workdir)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return workdir, proc
+
+
+def test_table_cells_are_the_medians_of_the_run_metrics(done):
+    workdir, proc = done
+    runs = sorted((workdir / "results/runs").rglob("metrics.json"))
+    assert len(runs) == 8  # 2 seeds x (teacher, student, at, kd)
+    cells = pd.read_csv(workdir / "results/synthetic/tables/table1.csv")
+    assert list(cells.column) == ["student", "at", "kd", "teacher"]
+    for _, cell in cells.iterrows():
+        errors = [json.loads((workdir / "results/runs" / r / "metrics.json").read_text())["final_test_error"]
+                  for r in cell.runs.split()]
+        assert cell["n"] == 2 and cell["median"] == pytest.approx(pd.Series(errors).median())
+        assert cell.paper == {"student": 8.77, "at": 7.93, "kd": 7.41, "teacher": 6.31}[cell.column]
+    assert "## Table 1 layout on synthetic data" in proc.stdout  # printed at the end
+    assert "mlflow ui --backend-store-uri" in proc.stdout
+
+
+def test_runs_are_in_mlflow_linked_to_their_teachers(done):
+    workdir, _ = done
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{workdir}/results/mlflow.db")
+    exp = client.get_experiment_by_name("synthetic")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 8 and all(r.info.status == "FINISHED" for r in runs)
+    by_id = {r.info.run_id: r for r in runs}
+    students = [r for r in runs if r.data.tags.get("method") in ("at", "kd")]
+    assert len(students) == 4
+    for s in students:
+        teacher = by_id[s.data.tags["teacher_run"]]
+        assert teacher.data.tags["model"] == "wrn-10-2" and teacher.data.tags["seed"] == s.data.tags["seed"]
+        assert len(client.get_metric_history(s.info.run_id, "test_error")) == 3
+
+
+def test_second_run_does_nothing_and_a_deleted_run_is_retrained_alone(done):
+    workdir, _ = done
+    again = snakemake(workdir)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout
+    victim = next((workdir / "results/runs").glob("synthetic/tiny/wrn-10-1/at-*/seed1"))
+    shutil.rmtree(victim)
+    dry = snakemake(workdir, "-n")
+    stats = dry.stdout.split("Job stats:", 1)[1].split("\n\n", 1)[0].splitlines()[3:]
+    jobs = dict(line.split() for line in stats)
+    assert jobs == {"train": "1", "aggregate": "1", "tables": "1", "all": "1", "total": "4"}
+
+
+def test_bad_config_stops_before_any_job(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / "tests/configs/synthetic.yaml").read_text().replace("wrn-10-1", "wrn-11-1"))
+    proc = subprocess.run([SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+                           "--configfile", str(bad), "--cores", "1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "tables.table1.rows[0].student.name" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
