@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from .data import DataError
 from .losses import METHODS, ConfigError
 
 
@@ -152,11 +153,26 @@ def cmd_tables(args: argparse.Namespace) -> int:
     summary = pd.read_csv(args.summary or base / "summary.csv")
     out = Path(args.out or base / "tables")
     texts = write_tables(plan, summary, out)
+    tag_cells(plan, summary)
     if not args.quiet:
         for text in texts.values():
             print(text)
         print(f"Tables: {out}/*.md and *.csv")
     return 0
+
+
+def tag_cells(plan: Any, summary: Any) -> None:
+    """Tag every finished run in MLflow with the table cells it fills, so the UI finds runs by table."""
+    from .tables import cell_tags
+    from .tracking import tag_runs, tracking_uri
+
+    tags = cell_tags(plan, summary)
+    if not tags:
+        return
+    try:
+        tag_runs(tracking_uri(plan.store), tags)
+    except Exception as e:  # the tables are written; a tracking store that is down must not undo that
+        print(f"atlib: warning: could not tag the MLflow runs with their table cells: {e}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as e:
+    except (ConfigError, DataError) as e:
         print(f"atlib: error: {e}", file=sys.stderr)
         return 2
 

@@ -76,6 +76,18 @@ def cells(plan: Plan, summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def cell_tags(plan: Plan, summary: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """MLflow run id -> {"table.<table>": "<row> / <column>; ..."}: every cell each finished run fills."""
+    mlflow_ids = summary.set_index("run_id")["mlflow_run_id"].dropna().to_dict()
+    tags: dict[str, dict[str, list[str]]] = {}
+    for cell in plan.cells:
+        for run in cell.runs:
+            if run in mlflow_ids:
+                tags.setdefault(mlflow_ids[run], {}).setdefault(f"table.{cell.table}", []).append(
+                    f"{cell.row} / {cell.column}")
+    return {rid: {k: "; ".join(v) for k, v in t.items()} for rid, t in tags.items()}
+
+
 def _ours(c: pd.Series) -> str:
     if c["n"] == 0:
         return "–"

@@ -44,6 +44,16 @@ def ensure_experiments(names: Iterable[str], uri: str, artifact_root: str = ARTI
     return ids
 
 
+def tag_runs(uri: str, tags: Mapping[str, Mapping[str, str]]) -> None:
+    """Add tags to existing runs, e.g. which table cells a run fills (known only once the plan is laid out)."""
+    import mlflow
+    from mlflow.entities import RunTag
+
+    client = mlflow.MlflowClient(uri)
+    for run_id, run_tags in tags.items():
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in run_tags.items()])
+
+
 def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in d.items():

@@ -57,6 +57,9 @@ def test_runs_are_in_mlflow_linked_to_their_teachers(done):
         teacher = by_id[s.data.tags["teacher_run"]]
         assert teacher.data.tags["model"] == "wrn-10-2" and teacher.data.tags["seed"] == s.data.tags["seed"]
         assert len(client.get_metric_history(s.info.run_id, "test_error")) == 3
+        assert s.data.tags["table.table1"] == f"wrn-10-1 <- wrn-10-2 / {s.data.tags['method']}"
+    teachers = client.search_runs([exp.experiment_id], "tags.model = 'wrn-10-2'")
+    assert {t.data.tags["table.table1"] for t in teachers} == {"wrn-10-1 <- wrn-10-2 / teacher"}
 
 
 def test_second_run_does_nothing_and_a_deleted_run_is_retrained_alone(done):
