@@ -6,11 +6,17 @@ STAMP     := $(VENV)/.installed
 FMNIST    := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CONFIG    ?= config/quick.yaml
 CORES     ?= all
+WORKDIR   ?= .
+SNAKEMAKE := $(VENV)/bin/snakemake --configfile $(abspath $(CONFIG)) --cores $(CORES) --directory $(WORKDIR)
 
 .PHONY: reproduce test lint data
 
+# flock is released by the kernel even when a run is SIGKILLed, so holding it proves no other
+# reproduction runs here: only then is Snakemake's own stale lock from a killed run removed.
 reproduce: $(STAMP) data
-	$(VENV)/bin/snakemake --configfile $(CONFIG) --cores $(CORES)
+	@mkdir -p $(WORKDIR)/.snakemake
+	@flock -n -E 75 $(WORKDIR)/.snakemake/atlib.flock sh -c '$(SNAKEMAKE) --unlock >/dev/null 2>&1; exec $(SNAKEMAKE)'; \
+	  rc=$$?; [ $$rc -ne 75 ] || echo "atlib: another reproduction is running in $(WORKDIR)"; exit $$rc
 
 test: $(STAMP) data
 	$(VENV)/bin/ruff check .

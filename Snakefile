@@ -3,20 +3,23 @@
 #   snakemake --cores all                                # config/quick.yaml
 #   snakemake --cores all --configfile config/paper.yaml
 import sys
-
-from snakemake.utils import validate
+from pathlib import Path
 
 from atlib.losses import ConfigError
-from atlib.plan import build_plan, missing_data
+from atlib.plan import build_plan, missing_data, set_aside_broken_runs, validate_config
 
 if not config:
     configfile: "config/quick.yaml"
 
-validate(config, "workflow/schemas/config.schema.yaml")
 try:
+    validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
     PLAN = build_plan(config)
 except ConfigError as e:
     sys.exit(f"atlib: config error: {e}")
+
+if workflow.is_main_process:  # not again inside each cluster job
+    for warning in set_aside_broken_runs(PLAN):
+        print(f"atlib: warning: {warning}", file=sys.stderr)
 
 ATLIB = f"{sys.executable} -m atlib"
 RESULTS = PLAN.results
@@ -26,6 +29,7 @@ REPORT = f"{RESULTS}/{PLAN.name}"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:
@@ -34,6 +38,7 @@ rule all:
         all_metrics(),  # targets themselves: a deleted run is retrained, not taken as a missing intermediate
         f"{REPORT}/summary.csv",
         expand(f"{REPORT}/tables/{{table}}.md", table=PLAN.tables),
+        f"{REPORT}/report.md",
 
 
 onstart:

@@ -161,6 +161,18 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_figures(args: argparse.Namespace) -> int:
+    from .figures import cmd_figures as run
+
+    return run(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import cmd_report as run
+
+    return run(args)
+
+
 def tag_cells(plan: Any, summary: Any) -> None:
     """Tag every finished run in MLflow with the table cells it fills, so the UI finds runs by table."""
     from .tables import cell_tags
@@ -225,6 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--summary", help="summary.csv (default results/<name>/summary.csv)")
             c.add_argument("--quiet", action="store_true", help="do not print the tables")
         c.set_defaults(func=func)
+
+    f = sub.add_parser("figures", help="draw every figure of a config from its finished runs",
+                       description="Draw every figure of a config from its finished runs: attention maps and "
+                                   "training curves per table row, every seed against the paper per table.")
+    f.add_argument("config", help="experiment config YAML (e.g. config/quick.yaml)")
+    f.add_argument("--out", help="output folder (default results/<name>/figures)")
+    f.set_defaults(func=cmd_figures)
+    r = sub.add_parser("report", help="write results/<name>/report.md: tables, verdicts and figures",
+                       description="Write results/<name>/report.md: every table, a verdict per row and the "
+                                   "figures, from results/<name>/tables and results/<name>/figures.")
+    r.add_argument("config", help="experiment config YAML (e.g. config/quick.yaml)")
+    r.add_argument("--out", help="report file (default results/<name>/report.md)")
+    r.set_defaults(func=cmd_report)
 
     m = sub.add_parser("mlflow-init", help="create the MLflow store and experiments up front",
                        description="Create the MLflow store and the experiments once, before parallel jobs log "

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from . import __version__
 from .data import Source, load
-from .losses import ConfigError, Objective
+from .losses import ConfigError, Objective, Step
 from .models import build_model, num_parameters
 from .spec import RunSpec
 from .tracking import NullTracker, Tracker, tracking_uri
@@ -181,7 +181,6 @@ def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
     device = resolve_device(spec.device)
     source = load(spec.dataset)  # a missing dataset fails here, before any model exists
     teacher_info = check_teacher(spec, source) if spec.teacher else None
-    out_dir.mkdir(parents=True, exist_ok=True)
     source = source.to(device)
 
     seed_everything(spec.seed)
@@ -194,6 +193,7 @@ def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
         if teacher is not None:
             teacher = teacher.to(memory_format=torch.channels_last)
     objective = Objective(spec.method, student, teacher, source.input_shape, device)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: every config check has passed
     trainable = [p for p in objective.parameters() if p.requires_grad]
     r = spec.recipe
     optimizer = torch.optim.SGD(trainable, lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay,
@@ -204,12 +204,14 @@ def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
 
     ckpt_path = out_dir / "checkpoint.pt"
     start, history, best, mlflow_id = 0, [], float("inf"), None
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        objective.load_state_dict(state["objective"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, history, best, mlflow_id = state["epoch"], state["history"], state["best"], state["mlflow_run_id"]
+    state = load_checkpoint(ckpt_path, objective, optimizer, device, log)
+    if state is not None:
+        start, history, best = state["epoch"], state["history"], state["best"]
         log(f"[{spec.run_id}] resuming after epoch {start}/{r.epochs} from {ckpt_path}")
+    # The MLflow run id is saved as soon as the run exists: a job killed before its first checkpoint
+    # continues the same MLflow run instead of leaving an orphan beside a new one.
+    id_path = out_dir / "mlflow_run_id"
+    mlflow_id = id_path.read_text().strip() if id_path.exists() else None
 
     tags = {"role": "student" if spec.teacher else "teacher-or-baseline", "dataset": spec.dataset.name,
             "model": spec.model.slug, "method": spec.method.name, "seed": str(spec.seed),
@@ -225,6 +227,7 @@ def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
         tracker = Tracker(tracking_uri(spec.tracking.get("store")), spec.tracking.get("experiment", "atlib"),
                           spec.run_id, tags, spec.to_dict(), resume_run_id=mlflow_id)
         mlflow_id = tracker.run_id
+        atomic_write_bytes(id_path, lambda f: f.write(str(mlflow_id).encode()))
     try:
         for epoch in range(start, r.epochs):
             row = _train_epoch(objective, optimizer, source, spec, epoch, amp, log)
@@ -233,8 +236,7 @@ def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
             history.append(row)
             tracker.log_metrics(epoch + 1, row)
             atomic_save({"objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
-                         "epoch": epoch + 1, "history": history, "best": best, "mlflow_run_id": mlflow_id},
-                        ckpt_path)
+                         "epoch": epoch + 1, "history": history, "best": best}, ckpt_path)
             eta = (r.epochs - epoch - 1) * row["epoch_seconds"]
             log(f"[{spec.run_id}] epoch {epoch + 1}/{r.epochs} loss {row['train_loss']:.4f} "
                 f"train err {row['train_error']:.2f}% test err {row['test_error']:.2f}% "
@@ -254,6 +256,7 @@ def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
         "final_test_error": last.get("test_error"), "final_test_error_top5": last.get("test_error_top5"),
         "best_test_error": best if history else None, "epochs": len(history), "history": history,
         "num_parameters": num_parameters(student), "checkpoint_sha256": sha256(model_path),
+        "checkpoint_bytes": model_path.stat().st_size,
         "train_seconds": sum(h["epoch_seconds"] for h in history),
         "teacher": teacher_info, "mlflow_run_id": mlflow_id, "config": spec.to_dict(),
         "environment": environment(device),
@@ -262,7 +265,35 @@ def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
     tracker.log_artifact(out_dir / "metrics.json")
     tracker.finish()
     ckpt_path.unlink(missing_ok=True)
+    id_path.unlink(missing_ok=True)
     return metrics
+
+
+def load_checkpoint(path: Path, objective: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+                    log: Log) -> dict[str, Any] | None:
+    """Restore a run's last epoch; a truncated or corrupt checkpoint is set aside and the run starts over."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        objective.load_state_dict(state["objective"])
+        optimizer.load_state_dict(state["optimizer"])
+        return state
+    except Exception as e:  # any unreadable checkpoint: recompute rather than crash the DAG
+        path.replace(path.with_suffix(".corrupt"))
+        log(f"warning: checkpoint {path} is unreadable ({type(e).__name__}: {e}); training from scratch")
+        return None
+
+
+def train_step(objective: Objective, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, progress: float,
+               amp: Any = nullcontext) -> Step:
+    """One optimisation step of any method (the unit that benchmarks/train_step.py times)."""
+    with amp():
+        out = objective(x, y, progress=progress)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    optimizer.step()
+    return out
 
 
 def _train_epoch(objective: Objective, optimizer: torch.optim.Optimizer, source: Source, spec: RunSpec,
@@ -287,11 +318,7 @@ def _train_epoch(objective: Objective, optimizer: torch.optim.Optimizer, source:
     for step, (x, y) in enumerate(source.train_batches(epoch, spec.seed, r.batch_size)):
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        with amp():
-            out = objective(x, y, progress=(epoch + step / steps) / r.epochs)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        optimizer.step()
+        out = train_step(objective, optimizer, x, y, (epoch + step / steps) / r.epochs, amp)
         n = len(y)
         loss = out.loss.detach()
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)

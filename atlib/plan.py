@@ -15,8 +15,10 @@ baseline student of another.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .data import DataConfig
@@ -125,6 +127,21 @@ def _seeds(value: Any, where: str) -> list[int]:
     return value
 
 
+SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def validate_config(config: Mapping[str, Any], schema: Path = SCHEMA) -> None:
+    """Check ``config`` against the JSON schema; the most relevant violation becomes one ConfigError line."""
+    import jsonschema
+    import yaml
+
+    validator = jsonschema.Draft202012Validator(yaml.safe_load(schema.read_text()))
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None:
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+        raise ConfigError(f"{where or 'config'}: {error.message}")
+
+
 def missing_data(plan: Plan) -> list[str]:
     """One message per dataset folder of the plan that does not exist (checked before the DAG runs)."""
     seen, problems = set(), []
@@ -140,6 +157,37 @@ def missing_data(plan: Plan) -> list[str]:
                     "imagefolder": "a folder with train/ and val/ class folders"}[cfg.name]
             problems.append(f"dataset {cfg.name!r}: root {path} does not exist ({hint})")
     return problems
+
+
+def set_aside_broken_runs(plan: Plan) -> list[str]:
+    """Move aside every finished run whose metrics.json or model.pt is unreadable or truncated.
+
+    Snakemake takes an existing output for a finished one; moving a broken ``metrics.json`` to
+    ``metrics.json.corrupt`` makes the run a job again instead of a crash (or a wrong cell) later.
+    Returns one warning per run set aside.
+    """
+    warnings = []
+    for run_id in plan.runs:
+        run_dir = Path(plan.run_dir(run_id))
+        metrics_path, model_path = run_dir / "metrics.json", run_dir / "model.pt"
+        if not metrics_path.exists():
+            continue
+        try:
+            m = json.loads(metrics_path.read_text())
+            size = model_path.stat().st_size if model_path.exists() else None
+            if not isinstance(m, dict) or m.get("final_test_error") is None:
+                problem = "has no final_test_error"
+            elif size is None:
+                problem = "has no model.pt beside it"
+            elif m.get("checkpoint_bytes") not in (None, size):
+                problem = f"records a model.pt of {m['checkpoint_bytes']} bytes, found {size}"
+            else:
+                continue
+        except (ValueError, OSError) as e:
+            problem = f"is unreadable ({e})"
+        metrics_path.replace(metrics_path.with_name("metrics.json.corrupt"))
+        warnings.append(f"run {run_id}: metrics.json {problem}; it will be trained again")
+    return warnings
 
 
 def build_plan(config: Mapping[str, Any]) -> Plan:

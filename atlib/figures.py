@@ -1,0 +1,472 @@
+"""Figures in the style of the paper, drawn from the pipeline's own runs.
+
+- attention maps (Figure 6): per test image, the F^2_sum map of every group of the teacher, the
+  baseline student and the AT student, each with its predicted class;
+- training curves (Figure 7): test (solid) and training (dashed) error against epoch per method,
+  median over seeds with a min-max band;
+- per table, every seed's error as a dot, our median, and the paper's number.
+
+Only the object-oriented matplotlib API with the Agg canvas is used (never pyplot): no display is
+needed, and a caller that renders many figures (e.g. the training loop logging attention maps to
+MLflow every epoch) leaks no global figure state. Sizes are binary fractions of an inch at 100 dpi,
+so a figure's pixel size is exactly ``figsize * DPI`` (matplotlib truncates fractional pixels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import re
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+from torch import Tensor, nn
+
+from .attention import fp32, resize_to, spatial_map
+from .data import DataConfig, DataError, Source, load
+from .losses import ConfigError
+from .models import build_model
+from .paper import paper_value
+from .plan import Plan
+from .tables import METRIC_FIELD, read_run
+
+DPI = 100
+PANEL = 1.5  # inches per attention panel
+HEADER = 0.5  # inches above the grid for the figure title
+MIN_COLUMNS = 4  # an attention figure is at least this many panels wide, so its title stays readable
+CURVES_SIZE = (6.0, 4.0)
+DOTS_PANEL = (4.0, 3.0)
+DOTS_PER_LINE = 3  # table rows per line of the dots figure
+HEATMAP = "jet"  # the paper's Figure 6 colouring
+ATTENTION_NETWORKS = (("teacher", "teacher"), ("student", "student"), ("at", "AT"))  # (column, panel label)
+CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    "fashion-mnist": ("T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+                      "boot"),
+}
+
+
+# --- figure plumbing --------------------------------------------------------------------------
+
+def new_figure(width: float, height: float) -> Figure:
+    """A figure on the Agg canvas; constrained layout keeps titles inside without changing the size."""
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save(fig: Figure, out_path: Path | str) -> Path:
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # no bbox_inches="tight": the pixel size must stay figsize * DPI, which the tests and the report rely on
+    fig.savefig(out, dpi=DPI, format="png")
+    return out
+
+
+def png_bytes(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=DPI, format="png")
+    return buf.getvalue()
+
+
+def suptitle(fig: Figure, text: str, fontsize: float = 9) -> None:
+    """A figure title wrapped to the figure's width: a narrow figure would otherwise cut it off."""
+    chars = max(20, int(fig.get_figwidth() * 130 / fontsize))  # ~0.55 em per character
+    fig.suptitle("\n".join(textwrap.fill(line, chars) for line in text.splitlines()), fontsize=fontsize)
+
+
+def row_slug(label: str) -> str:
+    """A file-name-safe row label: ``wrn-16-1 <- wrn-16-2`` -> ``wrn-16-1-from-wrn-16-2``."""
+    text = re.sub(r"\s*<-\s*", "-from-", label.strip())
+    return re.sub(r"[^A-Za-z0-9.+=_-]+", "-", text).strip("-") or "row"
+
+
+def class_name(dataset: str, index: int) -> str:
+    names = CLASS_NAMES.get(dataset, ())
+    return names[index] if 0 <= index < len(names) else str(index)
+
+
+# --- attention maps ---------------------------------------------------------------------------
+
+def network_maps(model: nn.Module, x: Tensor, groups: Sequence[int] | None = None) -> tuple[Tensor, dict[int, Tensor]]:
+    """(predicted classes, {group: F^2_sum map upsampled to the input size}) on the CPU.
+
+    The model is put in eval mode (BatchNorm running statistics, as at test time) and restored to
+    its previous mode afterwards, so the training loop can call this mid-epoch.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            logits, acts = model(x)
+            chosen = range(len(acts)) if groups is None else groups
+            size = (int(x.shape[-2]), int(x.shape[-1]))
+            maps = {g: resize_to(spatial_map(fp32(acts[g]), "sum", 2.0), size).float().cpu() for g in chosen}
+            return logits.argmax(1).cpu(), maps
+    finally:
+        model.train(was_training)
+
+
+def _display_image(image: Tensor) -> tuple[np.ndarray, str | None]:
+    """A normalised (C, H, W) image stretched to [0, 1] for display, and the colour map it needs."""
+    img = image.detach().float().cpu()
+    img = (img - img.min()) / (img.max() - img.min()).clamp_min(1e-8)
+    if img.shape[0] == 1:
+        return img[0].numpy(), "gray"
+    return img[:3].permute(1, 2, 0).numpy(), None
+
+
+def attention_grid(images: Tensor, maps_by_network: Mapping[str, Mapping[int, Tensor]],
+                   labels: Mapping[str, Sequence[str]], truth: Sequence[str] | None = None,
+                   title: str = "") -> Figure:
+    """One row per image: the input, then every group's heat map of each network in order.
+
+    ``maps_by_network``: network name -> {group index: (B, H, W) maps at the input size}.
+    ``labels``: network name -> predicted class text per image (shown above each of its panels,
+    green when it equals ``truth``, red otherwise).
+    """
+    n = len(images)
+    panels = [(net, g) for net, maps in maps_by_network.items() for g in maps]
+    fig = new_figure(PANEL * max(1 + len(panels), MIN_COLUMNS), PANEL * n + HEADER)
+    axes = fig.subplots(n, 1 + len(panels), squeeze=False)
+    for i in range(n):
+        img, cmap = _display_image(images[i])
+        ax = axes[i, 0]
+        ax.imshow(img, cmap=cmap, interpolation="nearest")
+        ax.set_title(("input\n" if i == 0 else "") + (f"label: {truth[i]}" if truth else ""), fontsize=7)
+        for j, (net, g) in enumerate(panels, start=1):
+            ax = axes[i, j]
+            heat = maps_by_network[net][g][i].numpy()
+            # per-panel colour scale, as in the paper: maps of different networks differ in magnitude
+            ax.imshow(heat, cmap=HEATMAP, interpolation="bilinear")
+            ax.set_gid(f"{net}/g{g}/{i}")
+            pred = labels[net][i]
+            colour = "black" if not truth else ("green" if pred == truth[i] else "red")
+            ax.set_title(("" if i else f"{net} g{g}\n") + f"pred: {pred}", fontsize=7, color=colour)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        suptitle(fig, title)
+    return fig
+
+
+def snapshot_figure(student: nn.Module, teacher: nn.Module | None, x: Tensor, groups: Sequence[int] | None = None,
+                    y: Tensor | None = None) -> Figure:
+    """The attention grid of a fixed batch ``x`` for a student and (optionally) its teacher."""
+    networks = {"teacher": teacher, "student": student}
+    maps: dict[str, dict[int, Tensor]] = {}
+    labels: dict[str, list[str]] = {}
+    for name, model in networks.items():
+        if model is None:
+            continue
+        pred, maps[name] = network_maps(model, x, groups)
+        labels[name] = [str(int(p)) for p in pred]
+    truth = [str(int(t)) for t in y] if y is not None else None
+    return attention_grid(x, maps, labels, truth, title="F²_sum attention maps")
+
+
+def attention_snapshot(student: nn.Module, teacher: nn.Module | None, x: Tensor, groups: Sequence[int] | None = None,
+                       *, y: Tensor | None = None) -> bytes:
+    """PNG bytes of :func:`snapshot_figure`: what the training loop logs to MLflow on a fixed batch."""
+    return png_bytes(snapshot_figure(student, teacher, x, groups, y))
+
+
+# --- runs of a row ----------------------------------------------------------------------------
+
+def _seed_of(run_id: str) -> int:
+    return int(run_id.rsplit("seed", 1)[1])
+
+
+def row_runs(plan: Plan, table: str, row: str, seed: int) -> dict[str, str | None]:
+    """Column -> the run id of seed ``seed`` in that cell of the row (None where the cell has none)."""
+    out: dict[str, str | None] = {}
+    for cell in plan.cells:
+        if cell.table == table and cell.row == row:
+            out[cell.column] = next((r for r in cell.runs if _seed_of(r) == seed), None)
+    if out.get("at") in plan.teacher_of:
+        # the teacher the AT student actually learnt from: with a fixed teacher_seed its seed differs
+        out["teacher"] = plan.teacher_of[out["at"]]
+    return out
+
+
+def row_cells(plan: Plan, table: str, row: str) -> dict[str, list[str]]:
+    """Column -> every run id of that cell of the row."""
+    return {c.column: c.runs for c in plan.cells if c.table == table and c.row == row}
+
+
+def load_run(run_dir: Path | str) -> tuple[nn.Module, dict[str, Any]]:
+    """A finished run's model in eval mode on the CPU, and its metrics; raises if the run is not there."""
+    run_dir = Path(run_dir)
+    metrics = read_run(run_dir)
+    if metrics is None:
+        raise FileNotFoundError(f"{run_dir}/metrics.json")
+    # weights come from model.pt: a pretrained initialisation file need not exist where figures are drawn
+    options = {k: v for k, v in (metrics.get("model_options") or {}).items() if k != "pretrained"}
+    model = build_model(metrics["model"], int(metrics["input_shape"][0]), int(metrics["num_classes"]), **options)
+    state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state["state_dict"])
+    return model.eval(), metrics
+
+
+def fixed_test_images(source: Source, n: int) -> tuple[Tensor, Tensor]:
+    """The first test image of each class in test order, then the next ones: the same images every time."""
+    x, y = next(iter(source.test_batches(max(n, 10 * n))))
+    first: list[int] = []
+    seen: set[int] = set()
+    for i, label in enumerate(y.tolist()):
+        if label not in seen:
+            seen.add(label)
+            first.append(i)
+    chosen = (first + [i for i in range(len(y)) if i not in first])[:n]
+    index = torch.tensor(sorted(chosen))
+    return x[index], y[index]
+
+
+def build_attention_figure(plan: Plan, table: str, row: str, images: int = 4, seed: int = 0) -> Figure:
+    """The Figure-6 grid of a row; missing runs (or data) are left out and named in the title."""
+    runs = row_runs(plan, table, row, seed)
+    any_run = next((r for rs in row_cells(plan, table, row).values() for r in rs), None)
+    if any_run is None:
+        raise ValueError(f"table {table!r} has no row {row!r}")
+    dataset = plan.runs[any_run]["dataset"]
+    title = f"{plan.tables[table]['title']} · {row} · seed {seed}: F²_sum attention"
+    try:
+        source = load(DataConfig.from_config(dataset))
+    except (DataError, ConfigError, OSError) as e:
+        fig = new_figure(PANEL * MIN_COLUMNS, PANEL + HEADER)
+        suptitle(fig, f"{title}\nno test images: {e}", fontsize=8)
+        return fig
+    x, y = fixed_test_images(source, images)
+    name = dataset["name"]
+    maps: dict[str, dict[int, Tensor]] = {}
+    labels: dict[str, list[str]] = {}
+    missing = []
+    for column, label in ATTENTION_NETWORKS:
+        run = runs.get(column)
+        try:
+            if run is None:
+                raise FileNotFoundError(f"no {column} run of seed {seed}")
+            model, _ = load_run(plan.run_dir(run))
+        except (OSError, ValueError, KeyError, RuntimeError):
+            missing.append(label)  # a missing or unreadable run is a note, never a crash
+            continue
+        pred, maps[label] = network_maps(model, x)
+        labels[label] = [class_name(name, int(p)) for p in pred]
+    if missing:
+        title += f"\nmissing: {', '.join(missing)}"
+    return attention_grid(x, maps, labels, [class_name(name, int(t)) for t in y], title)
+
+
+def attention_figure(plan: Plan, table: str, row: str, out_path: Path | str, images: int = 4, seed: int = 0) -> Path:
+    return save(build_attention_figure(plan, table, row, images, seed), out_path)
+
+
+# --- training curves --------------------------------------------------------------------------
+
+def histories(plan: Plan, runs: Sequence[str]) -> pd.DataFrame:
+    """One line per (finished run, epoch): run, epoch, test_error, train_error."""
+    rows = []
+    for run in runs:
+        m = read_run(Path(plan.run_dir(run)))
+        for h in (m or {}).get("history") or []:
+            rows.append({"run": run, "epoch": h["epoch"], "test_error": h["test_error"],
+                         "train_error": h["train_error"]})
+    return pd.DataFrame(rows, columns=["run", "epoch", "test_error", "train_error"])
+
+
+def final_errors(plan: Plan, runs: Sequence[str], metric: str = "top1") -> list[float]:
+    """The final test errors of the finished runs among ``runs``."""
+    values = []
+    for run in runs:
+        m = read_run(Path(plan.run_dir(run)))
+        if m is not None and m.get(METRIC_FIELD[metric]) is not None:
+            values.append(float(m[METRIC_FIELD[metric]]))
+    return values
+
+
+def column_colour(plan: Plan, table: str, column: str) -> str:
+    """The same colour for a column in every figure of a table."""
+    return f"C{plan.tables[table]['columns'].index(column) % 10}"
+
+
+def build_curves_figure(plan: Plan, table: str, row: str) -> Figure:
+    """Figure-7 style: test (solid) and training (dashed) error per epoch, median over seeds, min-max band."""
+    fig = new_figure(*CURVES_SIZE)
+    ax = fig.subplots()
+    cells = row_cells(plan, table, row)
+    drawn = 0
+    for column, runs in cells.items():
+        if column == "teacher":
+            continue
+        h = histories(plan, runs)
+        if h.empty:
+            continue
+        colour = column_colour(plan, table, column)
+        n = h.run.nunique()
+        for key, style in (("test_error", "-"), ("train_error", "--")):
+            stats = h.groupby("epoch")[key].agg(["median", "min", "max"])
+            kind = key.split("_")[0]
+            line, = ax.plot(stats.index, stats["median"], style, color=colour,
+                            label=f"{column} {kind} (n={n})" if kind == "test" else None)
+            line.set_gid(f"{column}/{kind}")
+            ax.fill_between(stats.index, stats["min"], stats["max"], color=colour,
+                            alpha=0.2 if kind == "test" else 0.1, linewidth=0)
+        drawn += 1
+    teacher = final_errors(plan, cells.get("teacher", []))
+    if teacher:
+        line = ax.axhline(float(np.median(teacher)), color="grey", linestyle=":",
+                          label=f"teacher final test (n={len(teacher)})")
+        line.set_gid("teacher/final")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("error (%)")
+    ax.set_title(f"{plan.tables[table]['title']} · {row}\ntest (solid) and train (dashed), median and min-max",
+                 fontsize=9)
+    if drawn or teacher:
+        handles, texts = ax.get_legend_handles_labels()
+        handles.append(Line2D([], [], color="black", linestyle="--"))
+        texts.append("train error")
+        ax.legend(handles, texts, fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no finished runs yet", ha="center", va="center", transform=ax.transAxes)
+    return fig
+
+
+def curves_figure(plan: Plan, table: str, row: str, out_path: Path | str) -> Path:
+    return save(build_curves_figure(plan, table, row), out_path)
+
+
+# --- every seed against the paper -------------------------------------------------------------
+
+def _jitter(k: int, width: float = 0.3) -> np.ndarray:
+    """Evenly spread horizontal offsets: deterministic, so a figure rebuilt from the same runs is identical."""
+    return np.zeros(1) if k == 1 else np.linspace(-width / 2, width / 2, k)
+
+
+def build_dots_figure(plan: Plan, table: str) -> Figure:
+    """One panel per (row, metric): every seed as a dot, our median as a bar, the paper's number as a diamond
+    (filled when confirmed from a readable copy, hollow when not)."""
+    layout = plan.tables[table]
+    panels = [(row, paper_row, metric) for row, paper_row in zip(layout["rows"], layout["paper_rows"], strict=True)
+              for metric in layout["metrics"]]
+    per_line = min(DOTS_PER_LINE, len(panels))
+    lines = math.ceil(len(panels) / per_line)
+    fig = new_figure(DOTS_PANEL[0] * per_line, DOTS_PANEL[1] * lines + HEADER)
+    axes = fig.subplots(lines, per_line, squeeze=False)
+    for ax, (row, paper_row, metric) in zip(axes.flat, panels, strict=False):
+        cells = row_cells(plan, table, row)
+        for x, column in enumerate(layout["columns"]):
+            colour = column_colour(plan, table, column)
+            values = final_errors(plan, cells.get(column, []), metric)
+            if values:
+                dots = ax.scatter(x + _jitter(len(values)), values, s=14, color=colour, alpha=0.8, zorder=3)
+                dots.set_gid(f"{column}/runs")
+                bar, = ax.plot([x - 0.3, x + 0.3], [float(np.median(values))] * 2, color="black", linewidth=1.5)
+                bar.set_gid(f"{column}/median")
+            paper = paper_value(layout["paper"], paper_row, column, metric)
+            if paper is not None and paper.value is not None:
+                mark, = ax.plot([x], [paper.value], "D", markersize=7, markeredgecolor="red",
+                                markerfacecolor="red" if paper.confirmed else "none", zorder=4)
+                mark.set_gid(f"{column}/paper")
+        ax.set_xticks(range(len(layout["columns"])), layout["columns"], rotation=30, fontsize=8)
+        ax.set_xlim(-0.6, len(layout["columns"]) - 0.4)
+        ax.set_ylabel(f"test error (%) {metric}", fontsize=8)
+        ax.set_title(row, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    legend = [Line2D([], [], marker="o", linestyle="", color="grey", label="one seed"),
+              Line2D([], [], color="black", linewidth=1.5, label="our median"),
+              Line2D([], [], marker="D", linestyle="", color="red", label="paper"),
+              Line2D([], [], marker="D", linestyle="", markeredgecolor="red", markerfacecolor="none",
+                     label="paper (unconfirmed)")]
+    axes.flat[0].legend(handles=legend, fontsize=7)
+    suptitle(fig, f"{layout['title']}\nevery seed, our median and the paper")
+    return fig
+
+
+def dots_figure(plan: Plan, table: str, out_path: Path | str) -> Path:
+    return save(build_dots_figure(plan, table), out_path)
+
+
+# --- every figure of a plan -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PlannedFigure:
+    kind: str  # attention | curves | errors
+    table: str
+    row: str | None
+    path: Path
+
+
+def has_attention(plan: Plan, table: str) -> bool:
+    return {"student", "teacher", "at"} <= set(plan.tables[table]["columns"])
+
+
+def planned_figures(plan: Plan, out_dir: Path | str) -> list[PlannedFigure]:
+    """Every figure of a plan and its file: known from the plan alone, so Snakemake can declare them."""
+    out_dir = Path(out_dir)
+    figures = []
+    for table, layout in plan.tables.items():
+        slugs: set[str] = set()
+        for row in layout["rows"]:
+            slug = row_slug(row)
+            while slug in slugs:  # two labels that differ only in punctuation
+                slug += "-"
+            slugs.add(slug)
+            if has_attention(plan, table):
+                figures.append(PlannedFigure("attention", table, row, out_dir / f"{table}-{slug}-attention.png"))
+            figures.append(PlannedFigure("curves", table, row, out_dir / f"{table}-{slug}-curves.png"))
+        figures.append(PlannedFigure("errors", table, None, out_dir / f"{table}-errors.png"))
+    return figures
+
+
+def figure_paths(plan: Plan, out_dir: Path | str) -> list[str]:
+    return [str(f.path) for f in planned_figures(plan, out_dir)]
+
+
+def first_seed(plan: Plan, table: str, row: str) -> int:
+    """The seed the attention figure shows: the first of the row's AT cell."""
+    runs = row_cells(plan, table, row).get("at") or [r for rs in row_cells(plan, table, row).values() for r in rs]
+    return _seed_of(runs[0]) if runs else 0
+
+
+def write_figures(plan: Plan, out_dir: Path | str) -> list[Path]:
+    written = []
+    for f in planned_figures(plan, out_dir):
+        if f.kind == "attention":
+            assert f.row is not None
+            written.append(attention_figure(plan, f.table, f.row, f.path, seed=first_seed(plan, f.table, f.row)))
+        elif f.kind == "curves":
+            assert f.row is not None
+            written.append(curves_figure(plan, f.table, f.row, f.path))
+        else:
+            written.append(dots_figure(plan, f.table, f.path))
+    return written
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    """``atlib figures CONFIG [--out DIR]``: every figure of the config (default results/<name>/figures)."""
+    from .cli import load_plan
+
+    plan = load_plan(args.config)
+    out = Path(getattr(args, "out", None) or f"{plan.results}/{plan.name}/figures")
+    paths = write_figures(plan, out)
+    print(f"{len(paths)} figures -> {out}")
+    return 0
+
+
+__all__ = ["attention_figure", "attention_grid", "attention_snapshot", "cmd_figures", "curves_figure",
+           "dots_figure", "figure_paths", "planned_figures", "write_figures"]

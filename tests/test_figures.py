@@ -1,0 +1,211 @@
+"""Figures and the report from a tiny synthetic row trained end to end (no Snakemake)."""
+
+import argparse
+import json
+import struct
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from atlib import figures
+from atlib.attention import resize_to, spatial_map
+from atlib.engine import train
+from atlib.plan import Plan, build_plan
+from atlib.report import cmd_report, row_verdict, write_report
+from atlib.spec import RunSpec
+from atlib.tables import aggregate, write_tables
+
+CONFIG = {
+    "name": "figs", "results": "results", "seeds": [0], "threads": 1, "device": "cpu",
+    "datasets": {"synthetic": {"name": "synthetic", "synthetic_train": 256, "synthetic_test": 128, "size": 16}},
+    "recipes": {"tiny": {"epochs": 2, "batch_size": 64, "lr": 0.05}},
+    "tables": {"table1": {
+        "title": "Table 1 on synthetic data", "dataset": "synthetic", "recipe": "tiny", "paper": "table1",
+        "columns": ["student", "at", "kd", "teacher"],
+        "rows": [{"student": "wrn-10-1", "teacher": "wrn-10-2", "paper_row": "wrn-16-1 <- wrn-16-2"}],
+    }},
+}
+ROW = "wrn-10-1 <- wrn-10-2"
+GROUPS = 3  # a WRN has three groups
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def train_plan(config: dict) -> Plan:
+    """Every run of ``config`` under the current directory, teachers first (students check their checkpoint)."""
+    plan = build_plan(config)
+    order = sorted(plan.runs, key=lambda r: r not in plan.teachers)
+    for run_id in order:
+        spec = RunSpec.from_dict({**plan.runs[run_id], "tracking": {"enabled": False}})
+        train(spec, Path(plan.run_dir(run_id)), log=lambda _: None)
+    return plan
+
+
+def render(plan: Plan) -> tuple[list[Path], Path]:
+    """The pipeline after training: summary, tables, every figure, the report."""
+    base = Path(plan.results) / plan.name
+    write_tables(plan, aggregate(plan), base / "tables")
+    paths = figures.write_figures(plan, base / "figures")
+    return paths, write_report(plan, base / "tables", base / "figures", base / "report.md")
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    root = tmp_path_factory.mktemp("figures")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)  # the plan's results/ paths are relative
+        plan = train_plan(CONFIG)
+        paths, report = render(plan)
+        yield plan, paths, report
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
+    length, kind = struct.unpack(">I4s", data[8:16])
+    assert kind == b"IHDR" and length == 13
+    return struct.unpack(">II", data[16:24])
+
+
+def px(inches: float) -> int:
+    return round(inches * figures.DPI)
+
+
+def test_every_planned_figure_is_a_png_of_its_figure_size(done):
+    plan, paths, _ = done
+    names = sorted(p.name for p in paths)
+    assert names == sorted(["table1-wrn-10-1-from-wrn-10-2-attention.png", "table1-wrn-10-1-from-wrn-10-2-curves.png",
+                            "table1-errors.png"])
+    assert [str(p) for p in paths] == figures.figure_paths(plan, paths[0].parent)  # what Snakemake declares
+    expected = {
+        # 4 images x (input + 3 networks x 3 groups)
+        "attention": (px(figures.PANEL * (1 + 3 * GROUPS)), px(figures.PANEL * 4 + figures.HEADER)),
+        "curves": (px(figures.CURVES_SIZE[0]), px(figures.CURVES_SIZE[1])),
+        "errors": (px(figures.DOTS_PANEL[0]), px(figures.DOTS_PANEL[1] + figures.HEADER)),  # one row, one metric
+    }
+    for path in paths:
+        assert png_size(path) == expected[path.stem.rsplit("-", 1)[1]], path.name
+
+
+def test_attention_figure_has_one_panel_per_image_and_group_showing_the_models_maps(done):
+    plan, _, _ = done
+    fig = figures.build_attention_figure(plan, "table1", ROW, images=3, seed=0)
+    assert len(fig.axes) == 3 * (1 + 3 * GROUPS)
+    assert "missing" not in fig.get_suptitle()
+    assert {ax.get_gid() for ax in fig.axes if ax.get_gid()} == {
+        f"{net}/g{g}/{i}" for net in ("teacher", "student", "AT") for g in range(GROUPS) for i in range(3)}
+    # one test image of each class first (synthetic labels cycle 0..9 in a fixed shuffled order)
+    source_y = torch.tensor([int(ax.get_title().split(": ")[1]) for ax in fig.axes[:: 1 + 3 * GROUPS]])
+    assert len(set(source_y.tolist())) == 3
+    # the AT panel of image 0, group 2 is the AT student's upsampled F^2_sum map of that image
+    runs = figures.row_runs(plan, "table1", ROW, 0)
+    model, metrics = figures.load_run(plan.run_dir(runs["at"]))
+    from atlib.data import DataConfig, load
+
+    x, _ = figures.fixed_test_images(load(DataConfig.from_config(plan.runs[runs["at"]]["dataset"])), 3)
+    with torch.inference_mode():
+        want = resize_to(spatial_map(model(x)[1][2], "sum", 2.0), (16, 16))[0]
+    panel = next(ax for ax in fig.axes if ax.get_gid() == "AT/g2/0")
+    assert panel.images[0].get_array().shape == (16, 16)
+    assert torch.allclose(torch.as_tensor(panel.images[0].get_array().data), want, rtol=1e-5, atol=1e-7)
+    assert all(ax.get_title().split("pred: ")[-1] for ax in fig.axes if ax.get_gid())
+    assert runs["teacher"] == plan.teacher_of[runs["at"]] and metrics["model"] == "wrn-10-1"
+
+
+def test_attention_figure_names_missing_runs_instead_of_failing(done):
+    plan, _, _ = done
+    fig = figures.build_attention_figure(plan, "table1", ROW, images=2, seed=7)  # seed 7 was never trained
+    assert len(fig.axes) == 2  # the inputs only
+    assert "missing: teacher, student, AT" in " ".join(fig.get_suptitle().split())  # the title may be wrapped
+    assert fig.get_figwidth() == figures.PANEL * figures.MIN_COLUMNS  # wide enough to read it
+
+
+def test_curves_are_the_runs_histories(done):
+    plan, _, _ = done
+    fig = figures.build_curves_figure(plan, "table1", ROW)
+    lines = {line.get_gid(): line for line in fig.axes[0].get_lines() if line.get_gid()}
+    assert set(lines) == {f"{c}/{k}" for c in ("student", "at", "kd") for k in ("test", "train")} | {"teacher/final"}
+    for cell in plan.cells:
+        (run,) = cell.runs
+        history = json.loads((Path(plan.run_dir(run)) / "metrics.json").read_text())["history"]
+        if cell.column == "teacher":
+            assert lines["teacher/final"].get_ydata()[0] == pytest.approx(history[-1]["test_error"])
+            continue
+        for kind, style in (("test", "-"), ("train", "--")):
+            line = lines[f"{cell.column}/{kind}"]
+            assert list(line.get_xdata()) == [1, 2] and line.get_linestyle() == style
+            assert list(line.get_ydata()) == pytest.approx([h[f"{kind}_error"] for h in history])
+
+
+def test_dots_show_every_seed_our_median_and_the_paper(done):
+    plan, _, _ = done
+    fig = figures.build_dots_figure(plan, "table1")
+    ax = fig.axes[0]
+    artists = {a.get_gid(): a for a in [*ax.collections, *ax.get_lines()] if a.get_gid()}
+    paper = {"student": 8.77, "at": 7.93, "kd": 7.41, "teacher": 6.31}
+    for cell in plan.cells:
+        errors = figures.final_errors(plan, cell.runs)
+        assert len(errors) == 1
+        assert list(artists[f"{cell.column}/runs"].get_offsets()[:, 1]) == pytest.approx(errors)
+        assert artists[f"{cell.column}/median"].get_ydata()[0] == pytest.approx(errors[0])
+        assert artists[f"{cell.column}/paper"].get_ydata()[0] == paper[cell.column]
+
+
+def test_report_has_every_table_a_verdict_and_links_every_figure(done):
+    plan, paths, report = done
+    text = report.read_text()
+    for table, layout in plan.tables.items():
+        assert f"## {layout['title']}" in text
+        assert (report.parent / "tables" / f"{table}.md").read_text().strip() in text
+    assert f"- **{ROW}**: AT " in text and "ordering " in text
+    for path in paths:
+        link = f"(figures/{path.name})"
+        assert link in text and (report.parent / link[1:-1]).is_file()
+
+
+def test_commands_write_the_figures_and_the_report(done, tmp_path):
+    plan, _, _ = done  # the fixture keeps the working directory where results/ is
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(CONFIG))
+    out = tmp_path / "figs"
+    assert figures.cmd_figures(argparse.Namespace(config=str(config), out=str(out))) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(Path(p).name for p in figures.figure_paths(plan, out))
+    report = tmp_path / "report.md"
+    assert cmd_report(argparse.Namespace(config=str(config), out=str(report))) == 0
+    assert "## Table 1 on synthetic data" in report.read_text()
+
+
+def test_attention_snapshot_is_a_png_and_leaves_the_training_mode_alone():
+    from atlib.models import build_model
+
+    torch.manual_seed(0)
+    student, teacher = build_model("wrn-10-1", 1, 10).train(), build_model("wrn-10-2", 1, 10).eval()
+    x, y = torch.randn(2, 1, 16, 16), torch.tensor([3, 4])
+    fig = figures.snapshot_figure(student, teacher, x, groups=[1, 2], y=y)
+    assert len(fig.axes) == 2 * (1 + 2 * 2)  # two images x (input + 2 networks x 2 groups)
+    data = figures.attention_snapshot(student, teacher, x, groups=[1, 2], y=y)
+    assert data[:8] == PNG_SIGNATURE
+    width, height = struct.unpack(">II", data[16:24])
+    assert (width, height) == (px(figures.PANEL * 5), px(figures.PANEL * 2 + figures.HEADER))
+    assert student.training and not teacher.training
+
+
+def _csv(at: list[float], student: list[float], paper_at: float = 7.9, paper_student: float = 8.8) -> pd.DataFrame:
+    def line(column, values, paper):
+        s = pd.Series(values)
+        return {"row": "r", "column": column, "metric": "top1", "median": s.median(), "n": len(values),
+                "min": s.min(), "max": s.max(), "paper": paper}
+
+    return pd.DataFrame([line("student", student, paper_student), line("at", at, paper_at)])
+
+
+def test_verdict_compares_the_gain_with_the_seed_spread_and_the_paper_ordering():
+    assert row_verdict(_csv([7.0, 7.2, 7.1], [8.0, 8.3, 8.1])).startswith(
+        "AT beats the baseline by 1.00 points, more than the seed spread (0.30)")
+    assert "within the seed spread (1.50): not conclusive" in row_verdict(_csv([7.0, 8.5, 7.6], [8.0, 8.3, 8.1]))
+    swapped = row_verdict(_csv([9.0, 9.1], [8.0, 8.1]))
+    assert "AT does not beat the baseline" in swapped
+    assert "ordering student < at; the paper's is at < student (0/1 pairs agree)" in swapped
+    assert row_verdict(_csv([7.0, 7.1], [8.0, 8.1])).endswith("ordering at < student, the same as the paper's")
