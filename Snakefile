@@ -5,7 +5,7 @@
 import sys
 from pathlib import Path
 
-from atlib.losses import ConfigError
+from atlib.spec import ConfigError
 from atlib.plan import build_plan, missing_data, set_aside_broken_runs, validate_config
 
 if not config:

@@ -18,12 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .spec import FORMS, MAPPINGS
+
 MappingName = Literal["sum", "max"]
 NormName = Literal["l2", "l1"]
 Form = Literal["code", "paper"]
-MAPPINGS: tuple[str, ...] = ("sum", "max")
-NORMS: tuple[str, ...] = ("l2", "l1")
-FORMS: tuple[str, ...] = ("code", "paper")
 
 
 def f_sum(a: Tensor, p: float = 1.0) -> Tensor:

@@ -9,8 +9,7 @@ from typing import Any
 
 import yaml
 
-from .data import DataError
-from .losses import METHODS, ConfigError
+from .spec import METHODS, ConfigError, DataError
 
 
 def _param(text: str) -> tuple[str, Any]:

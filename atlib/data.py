@@ -12,8 +12,7 @@ import gzip
 import os
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .losses import ConfigError
-
-NAMES: tuple[str, ...] = ("cifar10", "fashion-mnist", "imagefolder", "synthetic")
-DEFAULT_ROOTS: dict[str, str] = {
-    "fashion-mnist": "/usr/share/datasets/fashion-mnist",  # Debian's dataset-fashion-mnist
-    "cifar10": "data/cifar10",
-}
+from .spec import ConfigError, DataConfig, DataError
 
 # Zagoruyko's CIFAR code uses these per-channel statistics (0..255 scale).
 CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
@@ -45,91 +38,6 @@ FMNIST_FILES = {
     "test_y": "t10k-labels-idx1-ubyte",
 }
 SYNTHETIC_SEED = 20170101  # fixed, so every run (and train and test) shares the class patterns
-
-_COMMON = {"name", "train_size", "test_size"}
-KEYS: dict[str, frozenset[str]] = {
-    "cifar10": frozenset(_COMMON | {"root", "download"}),
-    "fashion-mnist": frozenset(_COMMON | {"root", "download"}),
-    "imagefolder": frozenset(_COMMON | {"root", "image_size"}),
-    "synthetic": frozenset(_COMMON | {"num_classes", "channels", "size",
-                                      "synthetic_train", "synthetic_test"}),
-}
-
-
-class DataError(ValueError):
-    """A dataset that is missing or corrupt on disk; the message names the path and how to get it."""
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Which dataset to use and how much of it; the defaults are the paper's full datasets."""
-
-    name: str
-    root: str | None = None
-    download: bool = False
-    train_size: int | None = None
-    test_size: int | None = None
-    image_size: int = 224
-    num_classes: int = 10
-    channels: int = 1
-    size: int = 16
-    synthetic_train: int = 512
-    synthetic_test: int = 256
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], where: str = "dataset") -> DataConfig:
-        """Build from a config mapping; a key the dataset does not take is an error, not silently unused."""
-        if not isinstance(cfg, Mapping):
-            raise ConfigError(f"{where}: expected a mapping with at least a 'name', got {cfg!r}")
-        name = cfg.get("name")
-        if name not in NAMES:
-            raise ConfigError(f"{where}.name: expected one of {', '.join(NAMES)}, got {name!r}")
-        known = {f.name for f in fields(cls)}
-        for key in cfg:
-            if key not in known:
-                raise ConfigError(f"{where}.{key}: unknown key; "
-                                  f"expected one of {', '.join(sorted(KEYS[name]))}")
-            if key not in KEYS[name]:
-                raise ConfigError(f"{where}.{key}: not used by dataset {name!r}; "
-                                  f"it takes {', '.join(sorted(KEYS[name]))}")
-        data = cls(**dict(cfg))
-        data.check(where)
-        return data
-
-    def check(self, where: str = "dataset") -> None:
-        """Reject impossible values early, naming the offending key."""
-        def bad(key: str, expected: str) -> ConfigError:
-            return ConfigError(f"{where}.{key}: expected {expected}, got {getattr(self, key)!r}")
-
-        if self.name not in NAMES:
-            raise bad("name", f"one of {', '.join(NAMES)}")
-        if self.root is not None and not isinstance(self.root, str | os.PathLike):
-            raise bad("root", "a directory path")
-        if self.name == "imagefolder" and self.root is None:
-            raise ConfigError(f"{where}.root: required for imagefolder (a directory with train/ and val/)")
-        if not isinstance(self.download, bool):
-            raise bad("download", "true or false")
-        if self.download and self.name not in ("cifar10", "fashion-mnist"):
-            raise bad("download", "false: only cifar10 and fashion-mnist can be downloaded")
-        for key in ("train_size", "test_size"):
-            if getattr(self, key) is not None and not _is_int(getattr(self, key), 1):
-                raise bad(key, "an integer >= 1 or null (all)")
-        minima = {"image_size": 8, "num_classes": 2, "channels": 1, "size": 4,
-                  "synthetic_train": 1, "synthetic_test": 1}
-        for key, low in minima.items():
-            if not _is_int(getattr(self, key), low):
-                raise bad(key, f"an integer >= {low}")
-
-    @property
-    def path(self) -> Path | None:
-        """The dataset's directory after defaults; None for synthetic data."""
-        root = self.root if self.root is not None else DEFAULT_ROOTS.get(self.name)
-        return None if root is None else Path(root)
-
-
-def _is_int(value: Any, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
 
 def _mix(*values: int) -> int:
     """A well-spread 63-bit seed from several integers, so nearby (seed, epoch) pairs share no randomness."""

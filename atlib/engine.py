@@ -27,9 +27,9 @@ from torch import Tensor, nn
 
 from . import __version__
 from .data import Source, load
-from .losses import ConfigError, Objective, Step
+from .losses import Objective, Step
 from .models import build_model, num_parameters
-from .spec import RunSpec
+from .spec import ConfigError, RunSpec
 from .tracking import NullTracker, Tracker, tracking_uri
 
 Log = Callable[[str], None]
@@ -228,6 +228,10 @@ def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
                           spec.run_id, tags, spec.to_dict(), resume_run_id=mlflow_id)
         mlflow_id = tracker.run_id
         atomic_write_bytes(id_path, lambda f: f.write(str(mlflow_id).encode()))
+    # A fixed test batch whose attention maps (student beside teacher) go to MLflow a few times per
+    # run, so the UI shows the maps converging; off with tracking.attention_every: 0.
+    every = spec.tracking.get("attention_every", max(1, r.epochs // 5))
+    probe = next(source.test_batches(8)) if every and spec.tracking.get("enabled", True) else None
     try:
         for epoch in range(start, r.epochs):
             row = _train_epoch(objective, optimizer, source, spec, epoch, amp, log)
@@ -235,6 +239,11 @@ def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
             best = min(best, row["test_error"])
             history.append(row)
             tracker.log_metrics(epoch + 1, row)
+            if probe is not None and ((epoch + 1) % every == 0 or epoch + 1 == r.epochs):
+                from .figures import attention_snapshot
+
+                png = attention_snapshot(student, teacher, probe[0], y=probe[1])
+                tracker.log_png(png, f"attention/epoch_{epoch + 1:03d}.png")
             atomic_save({"objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
                          "epoch": epoch + 1, "history": history, "best": best}, ckpt_path)
             eta = (r.epochs - epoch - 1) * row["epoch_seconds"]

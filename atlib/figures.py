@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import io
 import math
-import re
 import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +32,11 @@ from matplotlib.ticker import MaxNLocator
 from torch import Tensor, nn
 
 from .attention import fp32, resize_to, spatial_map
-from .data import DataConfig, DataError, Source, load
-from .losses import ConfigError
+from .data import Source, load
 from .models import build_model
 from .paper import paper_value
-from .plan import Plan
+from .plan import Plan, planned_figures
+from .spec import ConfigError, DataConfig, DataError
 from .tables import METRIC_FIELD, read_run
 
 DPI = 100
@@ -84,12 +82,6 @@ def suptitle(fig: Figure, text: str, fontsize: float = 9) -> None:
     """A figure title wrapped to the figure's width: a narrow figure would otherwise cut it off."""
     chars = max(20, int(fig.get_figwidth() * 130 / fontsize))  # ~0.55 em per character
     fig.suptitle("\n".join(textwrap.fill(line, chars) for line in text.splitlines()), fontsize=fontsize)
-
-
-def row_slug(label: str) -> str:
-    """A file-name-safe row label: ``wrn-16-1 <- wrn-16-2`` -> ``wrn-16-1-from-wrn-16-2``."""
-    text = re.sub(r"\s*<-\s*", "-from-", label.strip())
-    return re.sub(r"[^A-Za-z0-9.+=_-]+", "-", text).strip("-") or "row"
 
 
 def class_name(dataset: str, index: int) -> str:
@@ -403,40 +395,6 @@ def dots_figure(plan: Plan, table: str, out_path: Path | str) -> Path:
 
 # --- every figure of a plan -------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class PlannedFigure:
-    kind: str  # attention | curves | errors
-    table: str
-    row: str | None
-    path: Path
-
-
-def has_attention(plan: Plan, table: str) -> bool:
-    return {"student", "teacher", "at"} <= set(plan.tables[table]["columns"])
-
-
-def planned_figures(plan: Plan, out_dir: Path | str) -> list[PlannedFigure]:
-    """Every figure of a plan and its file: known from the plan alone, so Snakemake can declare them."""
-    out_dir = Path(out_dir)
-    figures = []
-    for table, layout in plan.tables.items():
-        slugs: set[str] = set()
-        for row in layout["rows"]:
-            slug = row_slug(row)
-            while slug in slugs:  # two labels that differ only in punctuation
-                slug += "-"
-            slugs.add(slug)
-            if has_attention(plan, table):
-                figures.append(PlannedFigure("attention", table, row, out_dir / f"{table}-{slug}-attention.png"))
-            figures.append(PlannedFigure("curves", table, row, out_dir / f"{table}-{slug}-curves.png"))
-        figures.append(PlannedFigure("errors", table, None, out_dir / f"{table}-errors.png"))
-    return figures
-
-
-def figure_paths(plan: Plan, out_dir: Path | str) -> list[str]:
-    return [str(f.path) for f in planned_figures(plan, out_dir)]
-
-
 def first_seed(plan: Plan, table: str, row: str) -> int:
     """The seed the attention figure shows: the first of the row's AT cell."""
     runs = row_cells(plan, table, row).get("at") or [r for rs in row_cells(plan, table, row).values() for r in rs]
@@ -469,4 +427,4 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 __all__ = ["attention_figure", "attention_grid", "attention_snapshot", "cmd_figures", "curves_figure",
-           "dots_figure", "figure_paths", "planned_figures", "write_figures"]
+           "dots_figure", "write_figures"]

@@ -7,117 +7,14 @@ batch into a loss). The engine never branches on the method name.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import FORMS, MAPPINGS, NORMS, Form, at_loss, distance, fp32
-
-METHODS: tuple[str, ...] = ("baseline", "at", "factt", "kd", "at+kd", "grad-at", "symmetry", "min-l2")
-NEEDS_TEACHER = frozenset({"at", "factt", "kd", "at+kd", "grad-at"})
-BETA_SCHEDULES: tuple[str, ...] = ("constant", "linear", "step")
-
-_AT = {"beta", "mapping", "p", "norm", "groups", "form", "resize"}
-_KD = {"T", "alpha"}
-_GRAD = {"beta", "form"}
-PARAMETERS: dict[str, frozenset[str]] = {
-    "baseline": frozenset(),
-    "at": frozenset(_AT | {"beta_schedule"}),
-    "factt": frozenset({"beta", "groups", "form"}),
-    "kd": frozenset(_KD),
-    "at+kd": frozenset(_AT | _KD | {"beta_schedule"}),
-    "grad-at": frozenset(_GRAD),
-    "symmetry": frozenset(_GRAD),
-    "min-l2": frozenset(_GRAD),
-}
-
-
-class ConfigError(ValueError):
-    """A bad value in a config, reported before any compute is spent."""
-
-
-@dataclass(frozen=True)
-class Method:
-    """A training method and its parameters; the defaults are the paper's."""
-
-    name: str = "baseline"
-    beta: float = 1e3
-    mapping: str = "sum"
-    p: float = 2.0
-    norm: str = "l2"
-    groups: tuple[int, ...] | None = None  # None: every group of the student
-    form: str = "code"
-    resize: bool = True
-    beta_schedule: str = "constant"  # from_config gives at+kd "linear": beta decays to 0 over training
-    T: float = 4.0
-    alpha: float = 0.9
-    milestones: tuple[float, ...] = field(default=(0.3, 0.6, 0.8), repr=False)  # for "step"
-    gamma: float = field(default=0.2, repr=False)
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any] | str, where: str = "method") -> Method:
-        """Build from ``{"name": ..., **params}``; an unknown method, parameter or value is a ConfigError."""
-        cfg = {"name": cfg} if isinstance(cfg, str) else dict(cfg)
-        name = cfg.pop("name", None)
-        if name == "at+kd":
-            cfg.setdefault("beta_schedule", "linear")  # AT guides early, KD alone refines late
-        if name not in METHODS:
-            raise ConfigError(f"{where}.name: unknown method {name!r}; expected one of {', '.join(METHODS)}")
-        unknown = set(cfg) - PARAMETERS[name]
-        if unknown:
-            allowed = ", ".join(sorted(PARAMETERS[name])) or "none"
-            raise ConfigError(f"{where}: method {name!r} takes no parameter(s) {', '.join(sorted(unknown))}; "
-                              f"its parameters are: {allowed}")
-        if "groups" in cfg and cfg["groups"] is not None:
-            cfg["groups"] = tuple(int(g) for g in cfg["groups"])
-        method = cls(name=name, **cfg)
-        method.check(where)
-        return method
-
-    def check(self, where: str = "method") -> None:
-        def bad(key: str, expected: str) -> ConfigError:
-            return ConfigError(f"{where}.{key}: expected {expected}, got {getattr(self, key)!r}")
-
-        if not self.beta >= 0:
-            raise bad("beta", "a number >= 0")
-        if self.mapping not in MAPPINGS:
-            raise bad("mapping", f"one of {', '.join(MAPPINGS)}")
-        if not self.p > 0:
-            raise bad("p", "a number > 0")
-        if self.norm not in NORMS:
-            raise bad("norm", f"one of {', '.join(NORMS)}")
-        if self.form not in FORMS:
-            raise bad("form", f"one of {', '.join(FORMS)}")
-        if self.beta_schedule not in BETA_SCHEDULES:
-            raise bad("beta_schedule", f"one of {', '.join(BETA_SCHEDULES)}")
-        if not self.T > 0:
-            raise bad("T", "a temperature > 0")
-        if not 0 <= self.alpha <= 1:
-            raise bad("alpha", "a weight in [0, 1]")
-        if self.groups is not None and (not self.groups or min(self.groups) < 0):
-            raise bad("groups", "a non-empty list of group indices >= 0")
-
-    @property
-    def needs_teacher(self) -> bool:
-        return self.name in NEEDS_TEACHER
-
-    def params(self) -> dict[str, Any]:
-        """The parameters this method uses, for logging."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k in PARAMETERS[self.name] | {"name"}}
-
-    def beta_at(self, progress: float) -> float:
-        """beta at ``progress`` in [0, 1) of training."""
-        if self.beta_schedule == "linear":
-            return self.beta * (1.0 - progress)
-        if self.beta_schedule == "step":
-            return self.beta * self.gamma ** sum(progress >= m for m in self.milestones)
-        return self.beta
-
+from .attention import Form, at_loss, distance, fp32
+from .spec import ConfigError, Method
 
 # --- formulas ---------------------------------------------------------------------------------
 

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import DataConfig
-from .losses import METHODS, ConfigError, Method
-from .spec import ModelSpec, Recipe, RunSpec, check_keys, data_dict
+from .spec import METHODS, ConfigError, DataConfig, Method, ModelSpec, Recipe, RunSpec, check_keys, data_dict
 
 TOP_KEYS = {"name", "results", "seeds", "teacher_seed", "device", "threads", "max_teacher_error",
             "tracking", "datasets", "recipes", "methods", "tables", "resources"}
@@ -304,3 +303,47 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
             "metrics": table.get("metrics", ["top1"]),
         }
     return plan
+
+
+# --- figure files (known from the plan alone, so Snakemake can declare them) -------------------
+
+def row_slug(label: str) -> str:
+    """A file-name-safe row label: ``wrn-16-1 <- wrn-16-2`` -> ``wrn-16-1-from-wrn-16-2``."""
+    text = re.sub(r"\s*<-\s*", "-from-", label.strip())
+    return re.sub(r"[^A-Za-z0-9.+=_-]+", "-", text).strip("-") or "row"
+
+
+@dataclass(frozen=True)
+class PlannedFigure:
+    kind: str  # attention | curves | errors
+    table: str
+    row: str | None
+    path: Path
+
+
+def has_attention(plan: Plan, table: str) -> bool:
+    return {"student", "teacher", "at"} <= set(plan.tables[table]["columns"])
+
+
+def planned_figures(plan: Plan, out_dir: Path | str) -> list[PlannedFigure]:
+    """Every figure of a plan and its file: known from the plan alone, so Snakemake can declare them."""
+    out_dir = Path(out_dir)
+    figures = []
+    for table, layout in plan.tables.items():
+        slugs: set[str] = set()
+        for row in layout["rows"]:
+            slug = row_slug(row)
+            while slug in slugs:  # two labels that differ only in punctuation
+                slug += "-"
+            slugs.add(slug)
+            if has_attention(plan, table):
+                figures.append(PlannedFigure("attention", table, row, out_dir / f"{table}-{slug}-attention.png"))
+            figures.append(PlannedFigure("curves", table, row, out_dir / f"{table}-{slug}-curves.png"))
+        figures.append(PlannedFigure("errors", table, None, out_dir / f"{table}-errors.png"))
+    return figures
+
+
+def figure_paths(plan: Plan, out_dir: Path | str) -> list[str]:
+    return [str(f.path) for f in planned_figures(plan, out_dir)]
+
+

@@ -15,8 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from .engine import atomic_write_bytes
-from .figures import planned_figures
-from .plan import Plan
+from .plan import Plan, planned_figures
 
 BASELINES = ("student", "no AT")  # the column that holds the student trained alone
 AT_COLUMN = "at"

@@ -1,4 +1,6 @@
-"""A run spec: everything one training run needs, validated before any compute is spent.
+"""Configs: a run spec and its parts (method, dataset, model, recipe), validated before any compute.
+
+This module imports no torch: the plan (and so `snakemake -n`) reads every config without it.
 
 A spec is plain data (YAML/JSON round-trips through :meth:`RunSpec.to_dict`/:meth:`RunSpec.from_dict`),
 written by the plan for every job and by hand for a single ``atlib train``.
@@ -7,15 +9,238 @@ written by the plan for every job and by hand for a single ``atlib train``.
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
-from .data import DataConfig
-from .losses import ConfigError, Method
-from .models import OPTIONS, family
-
 DEVICES = ("auto", "cpu", "cuda")
+MAPPINGS: tuple[str, ...] = ("sum", "max")
+NORMS: tuple[str, ...] = ("l2", "l1")
+FORMS: tuple[str, ...] = ("code", "paper")
+
+
+class ConfigError(ValueError):
+    """A bad value in a config, reported before any compute is spent."""
+
+
+# --- methods ----------------------------------------------------------------------------------
+
+METHODS: tuple[str, ...] = ("baseline", "at", "factt", "kd", "at+kd", "grad-at", "symmetry", "min-l2")
+NEEDS_TEACHER = frozenset({"at", "factt", "kd", "at+kd", "grad-at"})
+BETA_SCHEDULES: tuple[str, ...] = ("constant", "linear", "step")
+
+_AT = {"beta", "mapping", "p", "norm", "groups", "form", "resize"}
+_KD = {"T", "alpha"}
+_GRAD = {"beta", "form"}
+PARAMETERS: dict[str, frozenset[str]] = {
+    "baseline": frozenset(),
+    "at": frozenset(_AT | {"beta_schedule"}),
+    "factt": frozenset({"beta", "groups", "form"}),
+    "kd": frozenset(_KD),
+    "at+kd": frozenset(_AT | _KD | {"beta_schedule"}),
+    "grad-at": frozenset(_GRAD),
+    "symmetry": frozenset(_GRAD),
+    "min-l2": frozenset(_GRAD),
+}
+
+
+@dataclass(frozen=True)
+class Method:
+    """A training method and its parameters; the defaults are the paper's."""
+
+    name: str = "baseline"
+    beta: float = 1e3
+    mapping: str = "sum"
+    p: float = 2.0
+    norm: str = "l2"
+    groups: tuple[int, ...] | None = None  # None: every group of the student
+    form: str = "code"
+    resize: bool = True
+    beta_schedule: str = "constant"  # from_config gives at+kd "linear": beta decays to 0 over training
+    T: float = 4.0
+    alpha: float = 0.9
+    milestones: tuple[float, ...] = field(default=(0.3, 0.6, 0.8), repr=False)  # for "step"
+    gamma: float = field(default=0.2, repr=False)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | str, where: str = "method") -> Method:
+        """Build from ``{"name": ..., **params}``; an unknown method, parameter or value is a ConfigError."""
+        cfg = {"name": cfg} if isinstance(cfg, str) else dict(cfg)
+        name = cfg.pop("name", None)
+        if name == "at+kd":
+            cfg.setdefault("beta_schedule", "linear")  # AT guides early, KD alone refines late
+        if name not in METHODS:
+            raise ConfigError(f"{where}.name: unknown method {name!r}; expected one of {', '.join(METHODS)}")
+        unknown = set(cfg) - PARAMETERS[name]
+        if unknown:
+            allowed = ", ".join(sorted(PARAMETERS[name])) or "none"
+            raise ConfigError(f"{where}: method {name!r} takes no parameter(s) {', '.join(sorted(unknown))}; "
+                              f"its parameters are: {allowed}")
+        if "groups" in cfg and cfg["groups"] is not None:
+            cfg["groups"] = tuple(int(g) for g in cfg["groups"])
+        method = cls(name=name, **cfg)
+        method.check(where)
+        return method
+
+    def check(self, where: str = "method") -> None:
+        def bad(key: str, expected: str) -> ConfigError:
+            return ConfigError(f"{where}.{key}: expected {expected}, got {getattr(self, key)!r}")
+
+        if not self.beta >= 0:
+            raise bad("beta", "a number >= 0")
+        if self.mapping not in MAPPINGS:
+            raise bad("mapping", f"one of {', '.join(MAPPINGS)}")
+        if not self.p > 0:
+            raise bad("p", "a number > 0")
+        if self.norm not in NORMS:
+            raise bad("norm", f"one of {', '.join(NORMS)}")
+        if self.form not in FORMS:
+            raise bad("form", f"one of {', '.join(FORMS)}")
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise bad("beta_schedule", f"one of {', '.join(BETA_SCHEDULES)}")
+        if not self.T > 0:
+            raise bad("T", "a temperature > 0")
+        if not 0 <= self.alpha <= 1:
+            raise bad("alpha", "a weight in [0, 1]")
+        if self.groups is not None and (not self.groups or min(self.groups) < 0):
+            raise bad("groups", "a non-empty list of group indices >= 0")
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.name in NEEDS_TEACHER
+
+    def params(self) -> dict[str, Any]:
+        """The parameters this method uses, for logging."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k in PARAMETERS[self.name] | {"name"}}
+
+    def beta_at(self, progress: float) -> float:
+        """beta at ``progress`` in [0, 1) of training."""
+        if self.beta_schedule == "linear":
+            return self.beta * (1.0 - progress)
+        if self.beta_schedule == "step":
+            return self.beta * self.gamma ** sum(progress >= m for m in self.milestones)
+        return self.beta
+
+
+
+# --- datasets ---------------------------------------------------------------------------------
+
+NAMES: tuple[str, ...] = ("cifar10", "fashion-mnist", "imagefolder", "synthetic")
+DEFAULT_ROOTS: dict[str, str] = {
+    "fashion-mnist": "/usr/share/datasets/fashion-mnist",  # Debian's dataset-fashion-mnist
+    "cifar10": "data/cifar10",
+}
+
+_COMMON = {"name", "train_size", "test_size"}
+KEYS: dict[str, frozenset[str]] = {
+    "cifar10": frozenset(_COMMON | {"root", "download"}),
+    "fashion-mnist": frozenset(_COMMON | {"root", "download"}),
+    "imagefolder": frozenset(_COMMON | {"root", "image_size"}),
+    "synthetic": frozenset(_COMMON | {"num_classes", "channels", "size",
+                                      "synthetic_train", "synthetic_test"}),
+}
+
+
+class DataError(ValueError):
+    """A dataset that is missing or corrupt on disk; the message names the path and how to get it."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset to use and how much of it; the defaults are the paper's full datasets."""
+
+    name: str
+    root: str | None = None
+    download: bool = False
+    train_size: int | None = None
+    test_size: int | None = None
+    image_size: int = 224
+    num_classes: int = 10
+    channels: int = 1
+    size: int = 16
+    synthetic_train: int = 512
+    synthetic_test: int = 256
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], where: str = "dataset") -> DataConfig:
+        """Build from a config mapping; a key the dataset does not take is an error, not silently unused."""
+        if not isinstance(cfg, Mapping):
+            raise ConfigError(f"{where}: expected a mapping with at least a 'name', got {cfg!r}")
+        name = cfg.get("name")
+        if name not in NAMES:
+            raise ConfigError(f"{where}.name: expected one of {', '.join(NAMES)}, got {name!r}")
+        known = {f.name for f in fields(cls)}
+        for key in cfg:
+            if key not in known:
+                raise ConfigError(f"{where}.{key}: unknown key; "
+                                  f"expected one of {', '.join(sorted(KEYS[name]))}")
+            if key not in KEYS[name]:
+                raise ConfigError(f"{where}.{key}: not used by dataset {name!r}; "
+                                  f"it takes {', '.join(sorted(KEYS[name]))}")
+        data = cls(**dict(cfg))
+        data.check(where)
+        return data
+
+    def check(self, where: str = "dataset") -> None:
+        """Reject impossible values early, naming the offending key."""
+        def bad(key: str, expected: str) -> ConfigError:
+            return ConfigError(f"{where}.{key}: expected {expected}, got {getattr(self, key)!r}")
+
+        if self.name not in NAMES:
+            raise bad("name", f"one of {', '.join(NAMES)}")
+        if self.root is not None and not isinstance(self.root, str | os.PathLike):
+            raise bad("root", "a directory path")
+        if self.name == "imagefolder" and self.root is None:
+            raise ConfigError(f"{where}.root: required for imagefolder (a directory with train/ and val/)")
+        if not isinstance(self.download, bool):
+            raise bad("download", "true or false")
+        if self.download and self.name not in ("cifar10", "fashion-mnist"):
+            raise bad("download", "false: only cifar10 and fashion-mnist can be downloaded")
+        for key in ("train_size", "test_size"):
+            if getattr(self, key) is not None and not _is_int(getattr(self, key), 1):
+                raise bad(key, "an integer >= 1 or null (all)")
+        minima = {"image_size": 8, "num_classes": 2, "channels": 1, "size": 4,
+                  "synthetic_train": 1, "synthetic_test": 1}
+        for key, low in minima.items():
+            if not _is_int(getattr(self, key), low):
+                raise bad(key, f"an integer >= {low}")
+
+    @property
+    def path(self) -> Path | None:
+        """The dataset's directory after defaults; None for synthetic data."""
+        root = self.root if self.root is not None else DEFAULT_ROOTS.get(self.name)
+        return None if root is None else Path(root)
+
+
+def _is_int(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+
+# --- model names ------------------------------------------------------------------------------
+
+KNOWN = ("wrn-<depth>-<width> (depth = 6n+4, e.g. wrn-16-1, wrn-16-2, wrn-40-1, wrn-40-2)",
+         "nin-wide", "nin-thin", "resnet-18", "resnet-34")
+OPTIONS = {"wrn": set(), "nin": {"batchnorm", "relu_before_pool"}, "resnet": {"pretrained"}}
+
+
+def family(name: str) -> str:
+    """The model family of a registry name, or a ValueError listing the known names."""
+    if re.fullmatch(r"wrn-\d+-\d+", name):
+        depth = int(name.split("-")[1])
+        if (depth - 4) % 6 or depth < 10:
+            raise ValueError(f"unknown model {name!r}: WRN depth must be 6n+4 (10, 16, 22, 28, 40, ...)")
+        return "wrn"
+    if name in ("nin-wide", "nin-thin"):
+        return "nin"
+    if name in ("resnet-18", "resnet-34"):
+        return "resnet"
+    raise ValueError(f"unknown model {name!r}; known models: {', '.join(KNOWN)}")
+
+
 
 
 def check_keys(cfg: Mapping[str, Any], allowed: set[str] | frozenset[str], where: str) -> None:
@@ -141,7 +366,7 @@ class RunSpec:
         if device not in DEVICES:
             raise ConfigError(f"device: expected one of {', '.join(DEVICES)}, got {device!r}")
         tracking = dict(cfg.get("tracking") or {})
-        check_keys(tracking, {"enabled", "experiment", "tags", "store"}, "tracking")
+        check_keys(tracking, {"enabled", "experiment", "tags", "store", "attention_every"}, "tracking")
         spec = cls(
             run_id=str(cfg["run_id"]),
             dataset=DataConfig.from_config(cfg["dataset"], "dataset"),

@@ -98,6 +98,15 @@ class Tracker:
     def log_artifact(self, path: Path) -> None:
         self.client.log_artifact(self.run_id, str(path))
 
+    def log_png(self, png: bytes, artifact_file: str) -> None:
+        """An image (PNG bytes) as an artifact, e.g. attention maps, shown in the UI's artifact view."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact_file).name
+            path.write_bytes(png)
+            self.client.log_artifact(self.run_id, str(path), str(Path(artifact_file).parent))
+
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
 
@@ -110,4 +119,5 @@ class NullTracker:
     def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
     def log_artifact(self, path: Path) -> None: ...
+    def log_png(self, png: bytes, artifact_file: str) -> None: ...
     def finish(self, status: str = "FINISHED") -> None: ...

@@ -22,8 +22,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from atlib.data import CIFAR_MEAN, CIFAR_STD, TensorSource
 from atlib.engine import resolve_device, train_step
-from atlib.losses import Method, Objective
+from atlib.losses import Objective
 from atlib.models import build_model
+from atlib.spec import Method
 
 
 class PILImages(Dataset):

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from atlib.engine import resolve_device, train_step
-from atlib.losses import Method, Objective
+from atlib.losses import Objective
 from atlib.models import build_model
+from atlib.spec import Method
 
 METHODS = ("baseline", "at", "factt", "kd", "at+kd")
 

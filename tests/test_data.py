@@ -11,8 +11,8 @@ import torch.nn.functional as F
 import torchvision
 from PIL import Image
 
-from atlib.data import CIFAR_MEAN, CIFAR_STD, DataConfig, DataError, TensorSource, load, read_idx
-from atlib.losses import ConfigError
+from atlib.data import CIFAR_MEAN, CIFAR_STD, TensorSource, load, read_idx
+from atlib.spec import ConfigError, DataConfig, DataError
 
 REAL_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 

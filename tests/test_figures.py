@@ -13,7 +13,7 @@ import yaml
 from atlib import figures
 from atlib.attention import resize_to, spatial_map
 from atlib.engine import train
-from atlib.plan import Plan, build_plan
+from atlib.plan import Plan, build_plan, figure_paths
 from atlib.report import cmd_report, row_verdict, write_report
 from atlib.spec import RunSpec
 from atlib.tables import aggregate, write_tables
@@ -78,7 +78,7 @@ def test_every_planned_figure_is_a_png_of_its_figure_size(done):
     names = sorted(p.name for p in paths)
     assert names == sorted(["table1-wrn-10-1-from-wrn-10-2-attention.png", "table1-wrn-10-1-from-wrn-10-2-curves.png",
                             "table1-errors.png"])
-    assert [str(p) for p in paths] == figures.figure_paths(plan, paths[0].parent)  # what Snakemake declares
+    assert [str(p) for p in paths] == figure_paths(plan, paths[0].parent)  # what Snakemake declares
     expected = {
         # 4 images x (input + 3 networks x 3 groups)
         "attention": (px(figures.PANEL * (1 + 3 * GROUPS)), px(figures.PANEL * 4 + figures.HEADER)),
@@ -102,7 +102,8 @@ def test_attention_figure_has_one_panel_per_image_and_group_showing_the_models_m
     # the AT panel of image 0, group 2 is the AT student's upsampled F^2_sum map of that image
     runs = figures.row_runs(plan, "table1", ROW, 0)
     model, metrics = figures.load_run(plan.run_dir(runs["at"]))
-    from atlib.data import DataConfig, load
+    from atlib.data import load
+    from atlib.spec import DataConfig
 
     x, _ = figures.fixed_test_images(load(DataConfig.from_config(plan.runs[runs["at"]]["dataset"])), 3)
     with torch.inference_mode():
@@ -171,7 +172,7 @@ def test_commands_write_the_figures_and_the_report(done, tmp_path):
     config.write_text(yaml.safe_dump(CONFIG))
     out = tmp_path / "figs"
     assert figures.cmd_figures(argparse.Namespace(config=str(config), out=str(out))) == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted(Path(p).name for p in figures.figure_paths(plan, out))
+    assert sorted(p.name for p in out.iterdir()) == sorted(Path(p).name for p in figure_paths(plan, out))
     report = tmp_path / "report.md"
     assert cmd_report(argparse.Namespace(config=str(config), out=str(report))) == 0
     assert "## Table 1 on synthetic data" in report.read_text()

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from atlib.models import build_model, family, num_parameters
+from atlib.models import build_model, num_parameters
+from atlib.spec import family
 
 PAPER_COUNTS = {"wrn-16-1": 175_066, "wrn-16-2": 691_674, "wrn-40-1": 563_930, "wrn-40-2": 2_243_546}
 

@@ -44,6 +44,8 @@ def test_runs_are_in_mlflow_linked_to_their_teachers(done):
         teacher = by_id[s.data.tags["teacher_run"]]
         assert teacher.data.tags["model"] == "wrn-10-2" and teacher.data.tags["seed"] == s.data.tags["seed"]
         assert len(client.get_metric_history(s.info.run_id, "test_error")) == 3
+        images = [a.path for a in client.list_artifacts(s.info.run_id, "attention")]
+        assert images == [f"attention/epoch_{e:03d}.png" for e in (1, 2, 3)]  # every max(1, 3 // 5) epochs
         assert s.data.tags["table.table1"] == f"wrn-10-1 <- wrn-10-2 / {s.data.tags['method']}"
     teachers = client.search_runs([exp.experiment_id], "tags.model = 'wrn-10-2'")
     assert {t.data.tags["table.table1"] for t in teachers} == {"wrn-10-1 <- wrn-10-2 / teacher"}

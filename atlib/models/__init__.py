@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from torch import nn
 
+from ..spec import KNOWN, OPTIONS, family
 from .nin import NIN, THIN_SCALE, nin_widths
 from .resnet import ResNet
 from .wrn import WRN
-
-KNOWN = ("wrn-<depth>-<width> (depth = 6n+4, e.g. wrn-16-1, wrn-16-2, wrn-40-1, wrn-40-2)",
-         "nin-wide", "nin-thin", "resnet-18", "resnet-34")
-OPTIONS = {"wrn": set(), "nin": {"batchnorm", "relu_before_pool"}, "resnet": {"pretrained"}}
-
-
-def family(name: str) -> str:
-    """The model family of a registry name, or a ValueError listing the known names."""
-    if re.fullmatch(r"wrn-\d+-\d+", name):
-        depth = int(name.split("-")[1])
-        if (depth - 4) % 6 or depth < 10:
-            raise ValueError(f"unknown model {name!r}: WRN depth must be 6n+4 (10, 16, 22, 28, 40, ...)")
-        return "wrn"
-    if name in ("nin-wide", "nin-thin"):
-        return "nin"
-    if name in ("resnet-18", "resnet-34"):
-        return "resnet"
-    raise ValueError(f"unknown model {name!r}; known models: {', '.join(KNOWN)}")
 
 
 def build_model(name: str, in_channels: int, num_classes: int, **options: Any) -> nn.Module:

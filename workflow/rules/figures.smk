@@ -1,4 +1,4 @@
-from atlib.figures import figure_paths
+from atlib.plan import figure_paths
 
 
 rule figures:

@@ -1,0 +1,140 @@
+"""``atlib mlflow-server``: one MLflow tracking server that every job logs to over HTTP.
+
+The alternative to sharing the SQLite store on a shared filesystem: jobs get
+``MLFLOW_TRACKING_URI=http://HOST:PORT`` (sbatch passes the submitting shell's environment on), and only
+the server process writes the SQLite file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import FrameType
+
+from .tracking import ARTIFACTS, DEFAULT_STORE
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+WILDCARD = ("0.0.0.0", "::", "")
+# mlflow's own default for --allowed-hosts, which passing the option replaces: private networks
+PRIVATE_NETS = ("10.*", "192.168.*", *(f"172.{n}.*" for n in range(16, 32)))
+READY_SECONDS = 120.0  # ~5 s on an idle machine; far longer when the cores are busy with training
+
+
+def public_name(host: str) -> str:
+    """The name jobs connect to: a wildcard bind address is nothing to connect to."""
+    if host not in WILDCARD:
+        return host
+    fqdn = socket.getfqdn()  # "localhost" where /etc/hosts lists the host name on 127.0.0.1 after it
+    return fqdn if "." in fqdn and not fqdn.startswith("localhost") else socket.gethostname()
+
+
+def url_of(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def allowed_hosts(host: str) -> str:
+    """The Host headers to accept: beyond loopback, mlflow answers any name it was not told with 403."""
+    names = {"localhost", "127.0.0.1", public_name(host), socket.gethostname(), socket.getfqdn()}
+    if host not in WILDCARD:
+        names.add(host)
+    try:
+        names.update(socket.gethostbyname_ex(socket.gethostname())[2])
+    except OSError:  # a host name that does not resolve: jobs then use one of the others
+        pass
+    return ",".join([*sorted(p for n in names for p in (n, f"{n}:*")), *PRIVATE_NETS])
+
+
+def wait_ready(proc: subprocess.Popen, url: str, seconds: float = READY_SECONDS) -> bool:
+    """Poll the server's /health until it answers; False if it exits or takes longer than ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """Stop the server and the workers it forked: its process group, which only it and they are in."""
+    for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def serve(host: str = "127.0.0.1", port: int = 5000, store: str = DEFAULT_STORE,
+          artifacts: str = ARTIFACTS) -> int:
+    """Run ``mlflow server`` on ``store`` until interrupted (Ctrl-C or SIGTERM); 0 then, else its exit code."""
+    store_path, artifacts_path = Path(store).resolve(), Path(artifacts).resolve()
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
+           "--backend-store-uri", f"sqlite:///{store_path}", "--artifacts-destination", str(artifacts_path),
+           "--workers", "1"]  # one worker: the default 4 (and their job runners) hold ~1.5 GB
+    if host not in LOOPBACK:
+        cmd += ["--allowed-hosts", allowed_hosts(host)]
+    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no background job runners
+    url = url_of(public_name(host), port)
+    local_url = url_of("127.0.0.1" if host in WILDCARD else host, port)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # its own session: the server's log goes to our stderr, and stopping its group ends its workers too
+    proc = subprocess.Popen(cmd, env=env, stdout=2, stderr=2, start_new_session=True)
+    try:
+        if not wait_ready(proc, local_url):
+            code = proc.poll()
+            reason = f"exited with code {code}" if code is not None else f"did not answer in {READY_SECONDS:.0f} s"
+            print(f"atlib: mlflow server {reason} (see its messages above)", file=sys.stderr)
+            return code or 1
+        print(f"MLflow server on {url}: store {store_path}, artifacts {artifacts_path}. Ctrl-C stops it.")
+        print("Point the jobs (and `mlflow ui` users) at it, in the shell that runs snakemake:")
+        print(f"export MLFLOW_TRACKING_URI={url}", flush=True)
+        code = proc.wait()  # returns only if the server dies
+        print(f"atlib: mlflow server exited with code {code}", file=sys.stderr)
+        return code or 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_group(proc)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def cmd_mlflow_server(args: argparse.Namespace) -> int:
+    return serve(args.host, args.port, args.store, args.artifacts)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``mlflow-server`` on the ``atlib`` command line."""
+    text = "run an MLflow tracking server on the run store, for jobs that log over HTTP"
+    p = subparsers.add_parser(
+        "mlflow-server", help=text,
+        description="Run `mlflow server` on the SQLite store until interrupted, and print the "
+                    "MLFLOW_TRACKING_URI to export before running snakemake, so that every job logs through it.")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to listen on (default 127.0.0.1; 0.0.0.0 for jobs on other machines)")
+    p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite file (default {DEFAULT_STORE})")
+    p.add_argument("--artifacts", default=ARTIFACTS,
+                   help=f"folder for artifacts uploaded through the server (default {ARTIFACTS})")
+    p.set_defaults(func=cmd_mlflow_server)
+    return p
