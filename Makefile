@@ -9,7 +9,7 @@ CORES     ?= all
 WORKDIR   ?= .
 SNAKEMAKE := $(VENV)/bin/snakemake --configfile $(abspath $(CONFIG)) --cores $(CORES) --directory $(WORKDIR)
 
-.PHONY: reproduce test lint data
+.PHONY: reproduce test lint data slurm
 
 # flock is released by the kernel even when a run is SIGKILLed, so holding it proves no other
 # reproduction runs here: only then is Snakemake's own stale lock from a killed run removed.
@@ -18,7 +18,7 @@ reproduce: $(STAMP) data
 	@flock -n -E 75 $(WORKDIR)/.snakemake/atlib.flock sh -c '$(SNAKEMAKE) --unlock >/dev/null 2>&1; exec $(SNAKEMAKE)'; \
 	  rc=$$?; [ $$rc -ne 75 ] || echo "atlib: another reproduction is running in $(WORKDIR)"; exit $$rc
 
-test: $(STAMP) data
+test: $(STAMP) data slurm
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
 
@@ -31,6 +31,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
+
+# The SLURM test starts a one-node cluster from Debian's packages (scripts/slurm-test-cluster).
+slurm:
+	@if ! command -v slurmctld >/dev/null && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && apt-get install -y -qq slurmctld slurmd slurm-client munge; fi
 
 # Debian ships the original Fashion-MNIST IDX files; elsewhere point a config's root at a copy.
 data:

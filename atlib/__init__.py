@@ -1,3 +1,6 @@
 """atlib: attention transfer (Zagoruyko & Komodakis, ICLR 2017), reproducible end to end."""
 
+import time
+
 __version__ = "0.1.0"
+STARTED = time.perf_counter()  # when this process first imported atlib: a job's start-up cost is measured from here

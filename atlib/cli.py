@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from . import server
 from .spec import METHODS, ConfigError, DataError
 
 
@@ -257,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--store", help="SQLite file (default results/mlflow.db; MLFLOW_TRACKING_URI overrides)")
     m.add_argument("--out", help="write 'name<TAB>id' lines here")
     m.set_defaults(func=cmd_mlflow_init)
+    server.add_parser(sub)
     return p
 
 

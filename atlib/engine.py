@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import __version__
+from . import STARTED, __version__
 from .data import Source, load
 from .losses import Objective, Step
 from .models import build_model, num_parameters
@@ -80,9 +80,12 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
 def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device: 'cuda' requested, but no CUDA device is available")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    # Several jobs per machine (profiles/gpu): take the GPU with the most free memory, so concurrent
+    # jobs spread over the cards instead of all landing on cuda:0.
+    free = [torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count())]
+    return torch.device("cuda", max(range(len(free)), key=free.__getitem__))
 
 
 def git_commit() -> str | None:
@@ -232,6 +235,7 @@ def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
     # run, so the UI shows the maps converging; off with tracking.attention_every: 0.
     every = spec.tracking.get("attention_every", max(1, r.epochs // 5))
     probe = next(source.test_batches(8)) if every and spec.tracking.get("enabled", True) else None
+    startup = time.perf_counter() - STARTED  # imports, data load, model build, MLflow: all but the epochs
     try:
         for epoch in range(start, r.epochs):
             row = _train_epoch(objective, optimizer, source, spec, epoch, amp, log)
@@ -266,7 +270,7 @@ def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
         "best_test_error": best if history else None, "epochs": len(history), "history": history,
         "num_parameters": num_parameters(student), "checkpoint_sha256": sha256(model_path),
         "checkpoint_bytes": model_path.stat().st_size,
-        "train_seconds": sum(h["epoch_seconds"] for h in history),
+        "train_seconds": sum(h["epoch_seconds"] for h in history), "startup_seconds": startup,
         "teacher": teacher_info, "mlflow_run_id": mlflow_id, "config": spec.to_dict(),
         "environment": environment(device),
     }

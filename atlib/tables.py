@@ -18,7 +18,7 @@ from .plan import Plan
 
 SUMMARY_COLUMNS = ["run_id", "dataset", "model", "method", "variant", "seed", "teacher_run",
                    "final_test_error", "final_test_error_top5", "best_test_error", "epochs",
-                   "train_seconds", "images_per_second", "mlflow_run_id", "slurm_job_id"]
+                   "train_seconds", "startup_seconds", "images_per_second", "mlflow_run_id", "slurm_job_id"]
 METRIC_FIELD = {"top1": "final_test_error", "top5": "final_test_error_top5"}
 
 
@@ -45,7 +45,8 @@ def aggregate(plan: Plan) -> pd.DataFrame:
             "teacher_run": plan.teacher_of.get(run_id, ""),
             "final_test_error": m["final_test_error"], "final_test_error_top5": m.get("final_test_error_top5"),
             "best_test_error": m.get("best_test_error"), "epochs": m.get("epochs"),
-            "train_seconds": m.get("train_seconds"), "images_per_second": history[-1].get("images_per_second"),
+            "train_seconds": m.get("train_seconds"), "startup_seconds": m.get("startup_seconds"),
+            "images_per_second": history[-1].get("images_per_second"),
             "mlflow_run_id": m.get("mlflow_run_id"), "slurm_job_id": (m.get("environment") or {}).get("slurm_job_id"),
         })
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -36,8 +36,12 @@ def ensure_experiments(names: Iterable[str], uri: str, artifact_root: str = ARTI
     for name in sorted(set(names)):
         exp = client.get_experiment_by_name(name)
         if exp is None:
-            location = Path(artifact_root, name).resolve().as_uri() if "://" not in artifact_root else (
-                f"{artifact_root.rstrip('/')}/{name}")
+            if uri.startswith(("http://", "https://")):
+                location = None  # a tracking server stores artifacts where it was told to (--artifacts)
+            elif "://" in artifact_root:
+                location = f"{artifact_root.rstrip('/')}/{name}"
+            else:  # fixed here: MLflow would otherwise resolve it against each creating process's cwd
+                location = Path(artifact_root, name).resolve().as_uri()
             ids[name] = client.create_experiment(name, artifact_location=location)
         else:
             ids[name] = exp.experiment_id

@@ -1,0 +1,93 @@
+"""``atlib mlflow-server``: a real mlflow server on a free loopback port, used over REST, then stopped."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from atlib import server
+
+# the subcommand as atlib's parser registers it (add_parser), run in its own process like `atlib mlflow-server`
+MAIN = ("import argparse, sys; from atlib import server; p = argparse.ArgumentParser(); "
+        "server.add_parser(p.add_subparsers()); a = p.parse_args(); sys.exit(a.func(a))")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url: str, endpoint: str, body: dict) -> dict:
+    request = urllib.request.Request(f"{url}/api/2.0/mlflow/{endpoint}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_parser_registers_the_subcommand_with_its_defaults():
+    parser = argparse.ArgumentParser()
+    server.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["mlflow-server", "--port", "5001"])
+    assert (args.host, args.port, args.store, args.artifacts) == ("127.0.0.1", 5001, "results/mlflow.db",
+                                                                  "results/mlartifacts")
+    assert args.func is server.cmd_mlflow_server
+
+
+def test_allowed_hosts_name_this_machine_beyond_loopback():
+    hosts = server.allowed_hosts("0.0.0.0").split(",")
+    name = server.public_name("0.0.0.0")  # what the printed MLFLOW_TRACKING_URI names
+    assert name in (socket.getfqdn(), socket.gethostname()) and not name.startswith("localhost")
+    assert name in hosts and f"{socket.gethostname()}:*" in hosts and "localhost:*" in hosts
+    assert server.public_name("10.1.2.3") == "10.1.2.3"
+    assert server.url_of("::1", 5000) == "http://[::1]:5000"
+
+
+@pytest.mark.slow
+def test_server_answers_rest_calls_and_stops_on_sigterm(tmp_path: Path):
+    port = free_port()
+    store, artifacts = tmp_path / "db/mlflow.db", tmp_path / "artifacts"
+    proc = subprocess.Popen([sys.executable, "-c", MAIN, "mlflow-server", "--port", str(port), "--store", str(store),
+                             "--artifacts", str(artifacts)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    try:
+        lines = []
+        while not (lines and lines[-1].startswith("export ")):  # printed once the server answers
+            line = proc.stdout.readline()
+            assert line, f"exited with {proc.wait()} before it was ready: {lines}"
+            lines.append(line)
+        url = f"http://127.0.0.1:{port}"
+        assert lines[-1].strip() == f"export MLFLOW_TRACKING_URI={url}"
+
+        exp = post(url, "experiments/create", {"name": "served"})["experiment_id"]
+        run = post(url, "runs/create", {"experiment_id": exp, "run_name": "r", "start_time": int(time.time() * 1000),
+                                        "tags": [{"key": "slurm_job_id", "value": "42"}]})["run"]["info"]["run_id"]
+        post(url, "runs/log-metric", {"run_id": run, "key": "test_error", "value": 7.5, "step": 0,
+                                      "timestamp": int(time.time() * 1000)})
+        found = post(url, "runs/search", {"experiment_ids": [exp], "filter": "tags.slurm_job_id = '42'"})["runs"]
+        assert [r["info"]["run_id"] for r in found] == [run]
+        assert found[0]["data"]["metrics"][0] | {"timestamp": 0} == {"key": "test_error", "value": 7.5, "step": 0,
+                                                                     "timestamp": 0}
+        import mlflow  # an artifact goes through the server's proxy into --artifacts
+
+        mlflow.MlflowClient(url).log_text(run, "hello", "note.txt")
+        assert [p.read_text() for p in artifacts.rglob("note.txt")] == ["hello"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    assert code == 0
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass  # the server (its whole process group) is gone
+    import mlflow  # and what it was sent is in the SQLite file given as --store
+
+    stored = mlflow.MlflowClient(f"sqlite:///{store}").get_run(run)
+    assert stored.data.metrics == {"test_error": 7.5} and stored.data.tags["slurm_job_id"] == "42"
