@@ -173,6 +173,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from .prepare import cmd_prepare as run
+
+    return run(args)
+
+
 def tag_cells(plan: Any, summary: Any) -> None:
     """Tag every finished run in MLflow with the table cells it fills, so the UI finds runs by table."""
     from .tables import cell_tags
@@ -259,6 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", help="write 'name<TAB>id' lines here")
     m.set_defaults(func=cmd_mlflow_init)
     server.add_parser(sub)
+
+    d = sub.add_parser("prepare", help="turn CUB-200-2011 or MIT Indoor-67 into train/ and val/ image folders",
+                       description="Write an ImageFolder layout (DST/train, DST/val) from a dataset's original "
+                                   "release: CUB cropped to its bounding boxes, Scenes by its official split.")
+    d.add_argument("dataset", choices=("cub", "scenes"))
+    d.add_argument("src", help="CUB_200_2011 folder, or the Indoor-67 folder with Images/ and the split lists")
+    d.add_argument("dst", help="output folder (the config's dataset root)")
+    d.set_defaults(func=cmd_prepare)
     return p
 
 

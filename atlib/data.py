@@ -67,6 +67,16 @@ class Source(ABC):
         """Put the data (or the batches) on ``device``; returns self."""
 
 
+def set_augmentation(source: Source, augment: str) -> None:
+    """``crop+flip`` (the paper's CIFAR recipe), ``flip`` (Table 3: flips only) or ``none``."""
+    if augment == "crop+flip":
+        return
+    if not isinstance(source, TensorSource):
+        raise ConfigError(f"recipe.augment: {augment!r} is available for in-memory datasets only "
+                          "(cifar10, fashion-mnist, synthetic)")
+    source.pad, source.flip = 0, augment == "flip"
+
+
 def _spans(n: int, batch_size: int, train: bool) -> Iterator[tuple[int, int]]:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from . import STARTED, __version__
-from .data import Source, load
+from .data import Source, load, set_augmentation
 from .losses import Objective, Step
 from .models import build_model, num_parameters
 from .spec import ConfigError, RunSpec
@@ -183,12 +183,13 @@ def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
         torch.set_num_threads(spec.threads)
     device = resolve_device(spec.device)
     source = load(spec.dataset)  # a missing dataset fails here, before any model exists
+    set_augmentation(source, spec.recipe.augment)
     teacher_info = check_teacher(spec, source) if spec.teacher else None
     source = source.to(device)
 
     seed_everything(spec.seed)
     student = build_model(spec.model.name, source.input_shape[0], source.num_classes, **spec.model.options)
-    student = student.to(device)
+    student = freeze(student, spec.recipe).to(device)
     teacher = load_teacher(spec, source, device) if spec.teacher else None
     if device.type == "cuda":
         # channels_last + bf16: tensor-core friendly layout and precision for convolutions
@@ -282,6 +283,24 @@ def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
     return metrics
 
 
+def frozen_modules(model: nn.Module, recipe: Any) -> list[nn.Module]:
+    """The modules a recipe freezes: the groups named by ``freeze_groups``, and every BN layer with ``freeze_bn``."""
+    groups = getattr(model, "groups", None)
+    if recipe.freeze_groups and (groups is None or max(recipe.freeze_groups) >= len(groups)):
+        raise ConfigError(f"recipe.freeze_groups: {list(recipe.freeze_groups)} does not name groups of this model "
+                          f"({len(groups) if groups is not None else 'none'} freezable groups)")
+    out = [groups[g] for g in recipe.freeze_groups] if recipe.freeze_groups else []
+    if recipe.freeze_bn:
+        out += [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    return out
+
+
+def freeze(model: nn.Module, recipe: Any) -> nn.Module:
+    for module in frozen_modules(model, recipe):
+        module.requires_grad_(False)
+    return model
+
+
 def load_checkpoint(path: Path, objective: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
                     log: Log) -> dict[str, Any] | None:
     """Restore a run's last epoch; a truncated or corrupt checkpoint is set aside and the run starts over."""
@@ -318,6 +337,8 @@ def _train_epoch(objective: Objective, optimizer: torch.optim.Optimizer, source:
     objective.train()
     if objective.teacher is not None:
         objective.teacher.eval()
+    for module in frozen_modules(objective.student, r):
+        module.eval()  # frozen parts keep their running statistics too
     steps = max(1, source.train_size // r.batch_size)
     bar = _progress(steps, f"epoch {epoch + 1}/{r.epochs}")
     # Sums stay on the device: one host sync per epoch instead of one per step.

@@ -22,7 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .spec import METHODS, ConfigError, DataConfig, Method, ModelSpec, Recipe, RunSpec, check_keys, data_dict
+from .spec import (
+    METHODS,
+    ConfigError,
+    DataConfig,
+    Method,
+    ModelSpec,
+    Recipe,
+    RunSpec,
+    check_keys,
+    compact_dict,
+    data_dict,
+)
 
 TOP_KEYS = {"name", "results", "seeds", "teacher_seed", "device", "threads", "max_teacher_error",
             "tracking", "datasets", "recipes", "methods", "tables", "resources"}
@@ -243,7 +254,7 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
             spec["teacher"] = {"run_dir": plan.run_dir(teacher[0]), "model": dataclasses.asdict(teacher[1]),
                                "max_error": gate}
             plan.teacher_of[run_id] = teacher[0]
-        RunSpec.from_dict(spec)  # every planned run is a valid run spec
+        spec = compact_dict(RunSpec.from_dict(spec))  # every planned run is a valid run spec
         if run_id in plan.runs and plan.runs[run_id] != spec:
             raise ConfigError(f"run {run_id} is planned twice with different settings (e.g. a different "
                               "max_teacher_error); make them agree")

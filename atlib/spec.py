@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 DEVICES = ("auto", "cpu", "cuda")
+AUGMENTATIONS = ("crop+flip", "flip", "none")
 MAPPINGS: tuple[str, ...] = ("sum", "max")
 NORMS: tuple[str, ...] = ("l2", "l1")
 FORMS: tuple[str, ...] = ("code", "paper")
@@ -296,6 +297,9 @@ class Recipe:
     milestones: tuple[float, ...] = (0.3, 0.6, 0.8)  # fractions of the epochs: 60/120/160 of 200
     gamma: float = 0.2
     eval_batch_size: int = 512
+    augment: str = "crop+flip"  # "flip": Table 3's flips only; "none"
+    freeze_bn: bool = False  # Table 4: BN in eval mode, its affine parameters fixed
+    freeze_groups: tuple[int, ...] = ()  # Table 4: [0] fixes the first group of residual blocks
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], where: str = "recipe") -> Recipe:
@@ -303,7 +307,13 @@ class Recipe:
         check_keys(cfg, _fields(cls), where)
         if "milestones" in cfg:
             cfg["milestones"] = tuple(float(m) for m in cfg["milestones"])
+        if "freeze_groups" in cfg:
+            cfg["freeze_groups"] = tuple(cfg["freeze_groups"])
         r = cls(**cfg)
+        if r.augment not in AUGMENTATIONS:
+            raise ConfigError(f"{where}.augment: expected one of {', '.join(AUGMENTATIONS)}, got {r.augment!r}")
+        if any(not isinstance(g, int) or g < 0 for g in r.freeze_groups):
+            raise ConfigError(f"{where}.freeze_groups: expected group indices >= 0, got {list(r.freeze_groups)}")
         for key in ("epochs", "batch_size", "eval_batch_size"):
             if not (isinstance(getattr(r, key), int) and getattr(r, key) >= 1):
                 raise ConfigError(f"{where}.{key}: expected an integer >= 1, got {getattr(r, key)!r}")
@@ -390,11 +400,27 @@ class RunSpec:
         return _plain(d)
 
 
+def _changes(obj: Any, default: Any) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)
+            if getattr(obj, f.name) != getattr(default, f.name)}
+
+
 def data_dict(cfg: DataConfig) -> dict[str, Any]:
     """The dataset keys that differ from the defaults: a dataset only takes the keys it uses."""
-    default = DataConfig(name=cfg.name)
-    return {"name": cfg.name, **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-                                 if getattr(cfg, f.name) != getattr(default, f.name)}}
+    return {"name": cfg.name, **_changes(cfg, DataConfig(name=cfg.name))}
+
+
+def compact_dict(spec: RunSpec) -> dict[str, Any]:
+    """The spec with only what differs from the defaults in its dataset, recipe and method.
+
+    The plan hands this form to each job: Snakemake reruns a job when it changes, so a new option
+    with a default that keeps the old behaviour retrains nothing.
+    """
+    d = spec.to_dict()
+    d["recipe"] = _plain(_changes(spec.recipe, Recipe()))
+    default = Method.from_config(spec.method.name).params()
+    d["method"] = {k: v for k, v in d["method"].items() if k == "name" or _plain(default.get(k)) != v}
+    return d
 
 
 def _plain(x: Any) -> Any:

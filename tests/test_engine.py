@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from atlib.engine import NonFiniteLoss, TeacherError, train
-from atlib.spec import RunSpec
+from atlib.spec import ConfigError, RunSpec
 
 DATA = {"name": "synthetic", "synthetic_train": 256, "synthetic_test": 128, "size": 16}
 
@@ -120,3 +120,32 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     resumed = json.loads((out / "metrics.json").read_text())
     assert strip_times(resumed) == strip_times(reference)
     assert resumed["checkpoint_sha256"] == reference["checkpoint_sha256"]
+
+
+def test_frozen_groups_and_batch_norm_do_not_change(tmp_path):
+    from atlib.models import build_model
+
+    recipe = {"epochs": 1, "batch_size": 64, "lr": 0.05, "freeze_bn": True, "freeze_groups": [0]}
+    train(spec(recipe=recipe), tmp_path, quiet)
+    torch.manual_seed(3)  # the spec's seed: the weights the run started from
+    init = build_model("wrn-10-1", 1, 10).state_dict()
+    final = torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]
+    for k, v in final.items():
+        frozen = k.startswith("groups.0.") or ".bn" in k or k.startswith("bn.")
+        assert torch.equal(v, init[k]) == frozen, k
+
+
+def test_flip_only_augmentation_never_shifts(tmp_path):
+    from atlib.data import load, set_augmentation
+    from atlib.spec import DataConfig
+
+    source = load(DataConfig.from_config(DATA))
+    set_augmentation(source, "flip")
+    x, _ = next(source.train_batches(0, 0, len(source.train_x)))
+    originals = source.normalise(source.train_x)
+    flipped = originals.flip(-1)
+    matches = [(torch.isclose(xi, originals).flatten(1).all(1) | torch.isclose(xi, flipped).flatten(1).all(1)).any()
+               for xi in x[:32]]
+    assert all(matches)  # every augmented image is an original or its mirror image: no crop offsets
+    with pytest.raises(ConfigError, match="freeze_groups"):
+        train(spec(model="nin-thin", recipe={"epochs": 1, "freeze_groups": [0]}), tmp_path / "nin", quiet)
