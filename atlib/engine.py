@@ -212,10 +212,6 @@ def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
     if state is not None:
         start, history, best = state["epoch"], state["history"], state["best"]
         log(f"[{spec.run_id}] resuming after epoch {start}/{r.epochs} from {ckpt_path}")
-    # The MLflow run id is saved as soon as the run exists: a job killed before its first checkpoint
-    # continues the same MLflow run instead of leaving an orphan beside a new one.
-    id_path = out_dir / "mlflow_run_id"
-    mlflow_id = id_path.read_text().strip() if id_path.exists() else None
 
     tags = {"role": "student" if spec.teacher else "teacher-or-baseline", "dataset": spec.dataset.name,
             "model": spec.model.slug, "method": spec.method.name, "seed": str(spec.seed),
@@ -229,9 +225,8 @@ def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
     tracker: Tracker | NullTracker = NullTracker()
     if spec.tracking.get("enabled", True):
         tracker = Tracker(tracking_uri(spec.tracking.get("store")), spec.tracking.get("experiment", "atlib"),
-                          spec.run_id, tags, spec.to_dict(), resume_run_id=mlflow_id)
+                          spec.run_id, tags, spec.to_dict(), resume=state is not None)
         mlflow_id = tracker.run_id
-        atomic_write_bytes(id_path, lambda f: f.write(str(mlflow_id).encode()))
     # A fixed test batch whose attention maps (student beside teacher) go to MLflow a few times per
     # run, so the UI shows the maps converging; off with tracking.attention_every: 0.
     every = spec.tracking.get("attention_every", max(1, r.epochs // 5))
@@ -279,7 +274,6 @@ def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
     tracker.log_artifact(out_dir / "metrics.json")
     tracker.finish()
     ckpt_path.unlink(missing_ok=True)
-    id_path.unlink(missing_ok=True)
     return metrics
 
 

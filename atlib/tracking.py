@@ -69,24 +69,33 @@ def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 class Tracker:
-    """One MLflow run; resuming with the same ``run_id`` continues it instead of starting another."""
+    """The MLflow run of one run directory: exactly one per run id, whatever was killed when.
+
+    The run's ``run`` tag (its run id) is its identity. A resumed run continues the latest MLflow
+    run with that tag; a run trained from scratch replaces every earlier one (e.g. the run of a job
+    killed before its first checkpoint, or one whose outputs Snakemake discarded as incomplete).
+    """
 
     def __init__(self, uri: str, experiment: str, run_name: str, tags: Mapping[str, str],
-                 params: Mapping[str, Any], resume_run_id: str | None = None) -> None:
+                 params: Mapping[str, Any], resume: bool = False) -> None:
         import mlflow
         from mlflow.entities import Metric, Param, RunTag
 
         self._mlflow, self._Metric = mlflow, Metric
         self.client = mlflow.MlflowClient(uri)
-        if resume_run_id is not None:
-            self.run_id = resume_run_id
-            self.client.update_run(resume_run_id, status="RUNNING")
-            return
         exp_id = ensure_experiments([experiment], uri)[experiment]
-        run = self.client.create_run(exp_id, run_name=run_name, tags=dict(tags))
-        self.run_id = run.info.run_id
-        self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in _flat(params).items()],
-                              tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        earlier = self.client.search_runs([exp_id], f"tags.run = '{tags['run']}'",
+                                          order_by=["attributes.start_time DESC"])
+        if resume and earlier:
+            self.run_id = earlier[0].info.run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+            earlier = earlier[1:]
+        else:
+            self.run_id = self.client.create_run(exp_id, run_name=run_name, tags=dict(tags)).info.run_id
+            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in _flat(params).items()])
+        for old in earlier:
+            self.client.delete_run(old.info.run_id)
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
         import time

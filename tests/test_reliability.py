@@ -99,12 +99,29 @@ def test_sigkill_of_the_whole_dag_then_rerun_loses_and_duplicates_nothing(synthe
     pd.testing.assert_frame_equal(resumed, reference)
 
 
+def test_one_mlflow_run_per_run_id_whatever_was_killed(tmp_path):
+    import mlflow
+
+    from atlib.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tags = {"run": "ds/r/m/at/seed0"}
+    orphan = Tracker(uri, "e", "r", tags, {})  # a job killed before its first checkpoint
+    fresh = Tracker(uri, "e", "r", tags, {})  # its rerun starts from scratch
+    resumed = Tracker(uri, "e", "r", tags, {}, resume=True)  # killed again later, then resumed
+    assert resumed.run_id == fresh.run_id != orphan.run_id
+    client = mlflow.MlflowClient(uri)
+    active = client.search_runs([client.get_experiment_by_name("e").experiment_id])
+    assert [r.info.run_id for r in active] == [fresh.run_id]
+
+
 # --- concurrency ------------------------------------------------------------------------------
 
 WRITER = """
 import sys
 from atlib.tracking import Tracker
-t = Tracker(sys.argv[1], "stress", f"run{sys.argv[2]}", {"writer": sys.argv[2]}, {"a": 1, "b": {"c": 2}})
+t = Tracker(sys.argv[1], "stress", f"run{sys.argv[2]}", {"writer": sys.argv[2], "run": f"run{sys.argv[2]}"},
+            {"a": 1, "b": {"c": 2}})
 for epoch in range(1, 21):
     t.log_metrics(epoch, {"loss": 1.0 / epoch, "test_error": 50.0 - epoch, "lr": 0.1})
 t.log_artifact(__import__("pathlib").Path(sys.argv[3]))
