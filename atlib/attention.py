@@ -25,14 +25,20 @@ NormName = Literal["l2", "l1"]
 Form = Literal["code", "paper"]
 
 
+def _abs_pow(a: Tensor, p: float) -> Tensor:
+    # |a|^2 is a*a: skipping abs and the general pow halves the elementwise passes (and their backward)
+    # over the whole activation, which made an AT step ~20% dearer than a KD step on CPU.
+    return a * a if p == 2 else a.abs().pow(p)
+
+
 def f_sum(a: Tensor, p: float = 1.0) -> Tensor:
     """F^p_sum: (B, C, H, W) -> (B, H, W)."""
-    return a.abs().pow(p).mean(1)
+    return _abs_pow(a, p).mean(1)
 
 
 def f_max(a: Tensor, p: float = 1.0) -> Tensor:
     """F^p_max: (B, C, H, W) -> (B, H, W)."""
-    return a.abs().pow(p).amax(1)
+    return _abs_pow(a, p).amax(1)
 
 
 def spatial_map(a: Tensor, mapping: MappingName = "sum", p: float = 2.0) -> Tensor:
