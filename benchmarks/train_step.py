@@ -94,11 +94,12 @@ def main() -> None:
         ref_opt = sgd(list(ref_student.parameters()) + (list(adapters.parameters()) if m == "factt" else []))
         setups[m] = (lambda o=objective, p=opt: train_step(o, p, x, y, 0.5),
                      lambda m=m, s=ref_student, a=adapters, p=ref_opt: reference_step(m, s, teacher, a, p, x, y))
-    for _ in range(args.rounds):
+    for i in range(args.rounds):
         for m in METHODS:
             ours, ref = setups[m]
-            results[m]["atlib"].append(timed(ours, args.steps, device))
-            results[m]["reference"].append(timed(ref, args.steps, device))
+            # alternate which goes first, so neither always pays for switching to another model
+            for name, step in (("atlib", ours), ("reference", ref))[:: 1 if i % 2 == 0 else -1]:
+                results[m][name].append(timed(step, args.steps, device))
 
     print(f"device {device} ({torch.get_num_threads()} threads), batch {args.batch}, "
           f"{args.rounds} rounds x {args.steps} steps, median images/s")
