@@ -230,32 +230,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     t.set_defaults(func=cmd_train)
 
-    for name, func, text in (
-        ("plan", cmd_plan, "list every run an experiment config plans (teachers first by dependency)"),
-        ("aggregate", cmd_aggregate, "collect the finished runs' metrics.json into summary.csv"),
-        ("tables", cmd_tables, "write the paper tables (Markdown and CSV) from summary.csv"),
+    for name, func, text, out in (
+        ("plan", cmd_plan, "list every run an experiment config plans (teachers first by dependency)", None),
+        ("aggregate", cmd_aggregate, "collect the finished runs' metrics.json into summary.csv",
+         "results/<name>/summary.csv"),
+        ("tables", cmd_tables, "write the paper tables (Markdown and CSV) from summary.csv", "results/<name>/tables"),
+        ("figures", cmd_figures, "draw every figure of a config from its finished runs: attention maps and "
+         "training curves per table row, every seed against the paper per table", "results/<name>/figures"),
+        ("report", cmd_report, "write results/<name>/report.md: every table, a verdict per row and the figures",
+         "results/<name>/report.md"),
     ):
         c = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         c.add_argument("config", help="experiment config YAML (e.g. config/quick.yaml)")
-        if name in ("aggregate", "tables"):
-            c.add_argument("--out", help="output file or folder (default under results/<name>/)")
+        if out:
+            c.add_argument("--out", help=f"output file or folder (default {out})")
         if name == "tables":
             c.add_argument("--summary", help="summary.csv (default results/<name>/summary.csv)")
             c.add_argument("--quiet", action="store_true", help="do not print the tables")
         c.set_defaults(func=func)
-
-    f = sub.add_parser("figures", help="draw every figure of a config from its finished runs",
-                       description="Draw every figure of a config from its finished runs: attention maps and "
-                                   "training curves per table row, every seed against the paper per table.")
-    f.add_argument("config", help="experiment config YAML (e.g. config/quick.yaml)")
-    f.add_argument("--out", help="output folder (default results/<name>/figures)")
-    f.set_defaults(func=cmd_figures)
-    r = sub.add_parser("report", help="write results/<name>/report.md: tables, verdicts and figures",
-                       description="Write results/<name>/report.md: every table, a verdict per row and the "
-                                   "figures, from results/<name>/tables and results/<name>/figures.")
-    r.add_argument("config", help="experiment config YAML (e.g. config/quick.yaml)")
-    r.add_argument("--out", help="report file (default results/<name>/report.md)")
-    r.set_defaults(func=cmd_report)
 
     m = sub.add_parser("mlflow-init", help="create the MLflow store and experiments up front",
                        description="Create the MLflow store and the experiments once, before parallel jobs log "

@@ -81,7 +81,7 @@ class Tracker:
         import mlflow
         from mlflow.entities import Metric, Param, RunTag
 
-        self._mlflow, self._Metric = mlflow, Metric
+        self._Metric = Metric
         self.client = mlflow.MlflowClient(uri)
         exp_id = ensure_experiments([experiment], uri)[experiment]
         earlier = self.client.search_runs([exp_id], f"tags.run = '{tags['run']}'",

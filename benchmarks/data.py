@@ -11,20 +11,17 @@ line says how many times faster than training the data arrives.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 import torch
 import torchvision.transforms as T
+from common import at_objective, device_of, parser
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from atlib.data import CIFAR_MEAN, CIFAR_STD, TensorSource
-from atlib.engine import resolve_device, train_step
-from atlib.losses import Objective
-from atlib.models import build_model
-from atlib.spec import Method
+from atlib.engine import train_step
 
 
 class PILImages(Dataset):
@@ -49,10 +46,7 @@ def images_per_second(batches, device: torch.device) -> float:
 
 
 def training_images_per_second(device: torch.device, batch: int, steps: int = 3) -> float:
-    teacher = build_model("wrn-16-2", 3, 10).to(device).eval().requires_grad_(False)
-    student = build_model("wrn-16-1", 3, 10).to(device)
-    objective = Objective(Method.from_config("at"), student, teacher, (3, 32, 32), device)
-    opt = torch.optim.SGD([p for p in objective.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+    objective, opt = at_objective(device)
     x, y = torch.randn(batch, 3, 32, 32, device=device), torch.randint(0, 10, (batch,), device=device)
     train_step(objective, opt, x, y, 0.0)
     t0 = time.perf_counter()
@@ -64,16 +58,12 @@ def training_images_per_second(device: torch.device, batch: int, steps: int = 3)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--images", type=int, default=10000)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--device", default="auto")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = device_of(args)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.images, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, args.images)

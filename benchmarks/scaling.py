@@ -10,31 +10,21 @@ shows up as a rising cost per image.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
+from common import at_objective, device_of, parser
 
 from atlib.data import CIFAR_MEAN, CIFAR_STD, TensorSource
-from atlib.engine import resolve_device, train_step
-from atlib.losses import Objective
-from atlib.models import build_model
-from atlib.spec import Method
+from atlib.engine import train_step
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096])
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--device", default="auto")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    teacher = build_model("wrn-16-2", 3, 10).to(device).eval().requires_grad_(False)
-    student = build_model("wrn-16-1", 3, 10).to(device)
-    objective = Objective(Method.from_config("at"), student, teacher, (3, 32, 32), device)
-    opt = torch.optim.SGD([p for p in objective.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+    device = device_of(args)
+    objective, opt = at_objective(device)
     print(f"device {device} ({torch.get_num_threads()} threads), WRN-16-1 AT from WRN-16-2, batch 128")
     print(f"{'images':>8s} {'epoch s':>9s} {'ms/image':>9s}")
     for n in args.sizes:

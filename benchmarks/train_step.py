@@ -10,18 +10,16 @@ compared. Inputs are CIFAR-sized (3x32x32), already on the device, so only the s
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from common import at_objective, device_of, parser, sgd, teacher_model
 
-from atlib.engine import resolve_device, train_step
-from atlib.losses import Objective
+from atlib.engine import train_step
 from atlib.models import build_model
-from atlib.spec import Method
 
 METHODS = ("baseline", "at", "factt", "kd", "at+kd")
 
@@ -65,30 +63,21 @@ def timed(step: Callable[[], None], steps: int, device: torch.device) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--device", default="auto")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = device_of(args)
     torch.manual_seed(0)
     x = torch.randn(args.batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
-    teacher = build_model("wrn-16-2", 3, 10).to(device).eval().requires_grad_(False)
-
-    def sgd(params):
-        return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    teacher = teacher_model(device)
 
     results: dict[str, dict[str, list[float]]] = {m: {"atlib": [], "reference": []} for m in METHODS}
     setups = {}
     for m in METHODS:
-        student = build_model("wrn-16-1", 3, 10).to(device)
-        objective = Objective(Method.from_config(m), student, teacher, (3, 32, 32), device)
-        opt = sgd([p for p in objective.parameters() if p.requires_grad])
+        objective, opt = at_objective(device, m, teacher)
         ref_student = build_model("wrn-16-1", 3, 10).to(device)
         adapters = torch.nn.ModuleList(torch.nn.Conv2d(c, 2 * c, 1, bias=False) for c in (16, 32, 64)).to(device)
         ref_opt = sgd(list(ref_student.parameters()) + (list(adapters.parameters()) if m == "factt" else []))
