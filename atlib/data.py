@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .spec import ConfigError, DataConfig, DataError
+from .spec import AUGMENTATIONS, ConfigError, DataConfig, DataError
 
 # Zagoruyko's CIFAR code uses these per-channel statistics (0..255 scale).
 CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
@@ -68,12 +68,25 @@ class Source(ABC):
 
 
 def set_augmentation(source: Source, augment: str) -> None:
-    """``crop+flip`` (the paper's CIFAR recipe), ``flip`` (Table 3: flips only) or ``none``."""
-    if augment == "crop+flip":
+    """Set how ``source`` augments its training images; ``augment`` is one of :data:`AUGMENTATIONS`.
+
+    In-memory datasets: ``crop+flip`` (the paper's CIFAR recipe, the default), ``flip`` (Table 3: flips only)
+    or ``none``. Image folders: ``crop+flip`` (ImageNet's random-resized crop, the default),
+    ``scale+crop+flip`` (the paper's CUB/Scenes recipe), ``flip`` or ``none`` (see :func:`_folder_transform`).
+    """
+    if augment not in AUGMENTATIONS:
+        raise ConfigError(f"recipe.augment: expected one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
+    if isinstance(source, FolderSource):
+        source.train_transform = _folder_transform(augment, source.input_shape[1])
         return
     if not isinstance(source, TensorSource):
-        raise ConfigError(f"recipe.augment: {augment!r} is available for in-memory datasets only "
-                          "(cifar10, fashion-mnist, synthetic)")
+        raise ConfigError(f"recipe.augment: {type(source).__name__} takes no augmentation setting")
+    if augment == "scale+crop+flip":
+        raise ConfigError("recipe.augment: 'scale+crop+flip' rescales an image folder's images and is available "
+                          "for imagefolder datasets only; in-memory datasets (cifar10, fashion-mnist, synthetic) "
+                          "take crop+flip, flip or none")
+    if augment == "crop+flip":
+        return  # the source's own reflect-pad and crop, as built
     source.pad, source.flip = 0, augment == "flip"
 
 
@@ -336,21 +349,37 @@ class _Transformed(Dataset):
             return self.transform(image), label
 
 
+def _folder_transform(augment: str, image_size: int) -> Callable[[Any], Tensor]:
+    """An image folder's transform from a PIL image to a normalised ``image_size`` square tensor.
+
+    ``crop+flip``: ImageNet's random-resized crop and a flip. ``scale+crop+flip``: the paper's CUB/Scenes
+    recipe (4.2.1: "rescale to 256 in one dimension and then take a random crop" of 224): shorter side to
+    256/224 of ``image_size``, a random ``image_size`` crop and a flip. ``flip``: the test geometry and a flip.
+    ``none``: the test transform, ImageNet's (shorter side to 256/224 of ``image_size``, centre crop).
+    """
+    from torchvision import transforms as T
+
+    side = round(image_size * 256 / 224)
+    geometry = {
+        "crop+flip": [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()],
+        "scale+crop+flip": [T.Resize(side), T.RandomCrop(image_size), T.RandomHorizontalFlip()],
+        "flip": [T.Resize(side), T.CenterCrop(image_size), T.RandomHorizontalFlip()],
+        "none": [T.Resize(side), T.CenterCrop(image_size)],
+    }[augment]
+    return T.Compose([*geometry, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
 class FolderSource(Source):
-    """``root/train`` and ``root/val`` in ImageFolder layout, decoded on the fly by DataLoader workers."""
+    """``root/train`` and ``root/val`` in ImageFolder layout, decoded on the fly by DataLoader workers.
+    Trains with ``crop+flip`` unless :func:`set_augmentation` says otherwise."""
 
     def __init__(self, train: Dataset, test: Dataset, num_classes: int, image_size: int) -> None:
-        from torchvision import transforms as T
-
         self.train, self.test = train, test
         self.num_classes = num_classes
         self.input_shape = (3, image_size, image_size)
         self.train_size, self.test_size = len(train), len(test)  # type: ignore[arg-type]
-        normalise = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-        self.train_transform = T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(),
-                                          T.ToTensor(), normalise])
-        self.test_transform = T.Compose([T.Resize(round(image_size * 256 / 224)), T.CenterCrop(image_size),
-                                         T.ToTensor(), normalise])
+        self.train_transform = _folder_transform("crop+flip", image_size)
+        self.test_transform = _folder_transform("none", image_size)
         self.device = torch.device("cpu")
         self.num_workers = min(4, os.cpu_count() or 1)
 

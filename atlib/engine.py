@@ -235,8 +235,9 @@ def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
     try:
         for epoch in range(start, r.epochs):
             row = _train_epoch(objective, optimizer, source, spec, epoch, amp, log)
-            row["test_error"], row["test_error_top5"] = evaluate(student, source, r.eval_batch_size, amp)
-            best = min(best, row["test_error"])
+            if r.evaluates(epoch):
+                row["test_error"], row["test_error_top5"] = evaluate(student, source, r.eval_batch_size, amp)
+                best = min(best, row["test_error"])
             history.append(row)
             tracker.log_metrics(epoch + 1, row)
             if probe is not None and ((epoch + 1) % every == 0 or epoch + 1 == r.epochs):
@@ -247,8 +248,9 @@ def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
             atomic_save({"objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
                          "epoch": epoch + 1, "history": history, "best": best}, ckpt_path)
             eta = (r.epochs - epoch - 1) * row["epoch_seconds"]
+            test = f" test err {row['test_error']:.2f}%" if "test_error" in row else ""
             log(f"[{spec.run_id}] epoch {epoch + 1}/{r.epochs} loss {row['train_loss']:.4f} "
-                f"train err {row['train_error']:.2f}% test err {row['test_error']:.2f}% "
+                f"train err {row['train_error']:.2f}%{test} "
                 f"{row['images_per_second']:.0f} img/s ETA {eta:.0f}s")
     except BaseException:
         tracker.finish("FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
@@ -312,22 +314,33 @@ def load_checkpoint(path: Path, objective: nn.Module, optimizer: torch.optim.Opt
 
 
 def train_step(objective: Objective, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, progress: float,
-               amp: Any = nullcontext) -> Step:
+               amp: Any = nullcontext, transfer: bool = True) -> Step:
     """One optimisation step of any method (the unit that benchmarks/train_step.py times)."""
     with amp():
-        out = objective(x, y, progress=progress)
+        out = objective(x, y, progress=progress, transfer=transfer)
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     optimizer.step()
     return out
 
 
+def start_epoch(optimizer: torch.optim.Optimizer, recipe: Any, epoch: int) -> float:
+    """Set the learning rate of (0-based) ``epoch``; at a drop, forget SGD's momentum as the authors'
+    code does by building a new optimizer. Returns the learning rate."""
+    lr = recipe.lr_at(epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    if recipe.resets_momentum(epoch):
+        for state in optimizer.state.values():
+            state.pop("momentum_buffer", None)  # SGD starts a missing buffer from the next gradient
+    return lr
+
+
 def _train_epoch(objective: Objective, optimizer: torch.optim.Optimizer, source: Source, spec: RunSpec,
                  epoch: int, amp: Any, log: Log) -> dict[str, float]:
     r = spec.recipe
-    lr = r.lr_at(epoch)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    lr = start_epoch(optimizer, r, epoch)
+    transfer = spec.method.transfers(epoch)
     objective.train()
     if objective.teacher is not None:
         objective.teacher.eval()
@@ -346,7 +359,7 @@ def _train_epoch(objective: Objective, optimizer: torch.optim.Optimizer, source:
     for step, (x, y) in enumerate(source.train_batches(epoch, spec.seed, r.batch_size)):
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        out = train_step(objective, optimizer, x, y, (epoch + step / steps) / r.epochs, amp)
+        out = train_step(objective, optimizer, x, y, (epoch + step / steps) / r.epochs, amp, transfer)
         n = len(y)
         loss = out.loss.detach()
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
@@ -369,6 +382,6 @@ def _train_epoch(objective: Objective, optimizer: torch.optim.Optimizer, source:
            "train_error": 100.0 * float(wrong) / seen, "epoch_seconds": seconds,
            "images_per_second": seen / seconds}
     row |= {f"loss/{k}": float(v) / seen for k, v in term_sums.items()}
-    if spec.method.beta_schedule != "constant":
-        row["beta"] = spec.method.beta_at(epoch / r.epochs)
+    if spec.method.beta_schedule != "constant" or spec.method.start_epoch:
+        row["beta"] = spec.method.beta_at(epoch / r.epochs) if transfer else 0.0
     return row

@@ -273,7 +273,7 @@ def histories(plan: Plan, runs: Sequence[str]) -> pd.DataFrame:
     for run in runs:
         m = read_run(Path(plan.run_dir(run)))
         for h in (m or {}).get("history") or []:
-            rows.append({"run": run, "epoch": h["epoch"], "test_error": h["test_error"],
+            rows.append({"run": run, "epoch": h["epoch"], "test_error": h.get("test_error", np.nan),
                          "train_error": h["train_error"]})
     return pd.DataFrame(rows, columns=["run", "epoch", "test_error", "train_error"])
 
@@ -308,7 +308,8 @@ def build_curves_figure(plan: Plan, table: str, row: str) -> Figure:
         colour = column_colour(plan, table, column)
         n = h.run.nunique()
         for key, style in (("test_error", "-"), ("train_error", "--")):
-            stats = h.groupby("epoch")[key].agg(["median", "min", "max"])
+            # a recipe with eval_every > 1 tests only some epochs: draw the line through those
+            stats = h.dropna(subset=[key]).groupby("epoch")[key].agg(["median", "min", "max"])
             kind = key.split("_")[0]
             line, = ax.plot(stats.index, stats["median"], style, color=colour,
                             label=f"{column} {kind} (n={n})" if kind == "test" else None)

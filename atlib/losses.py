@@ -97,9 +97,15 @@ class Objective(nn.Module):
         with torch.inference_mode():
             return self.teacher(x)
 
-    def forward(self, x: Tensor, y: Tensor, progress: float) -> Step:
+    def forward(self, x: Tensor, y: Tensor, progress: float, transfer: bool = True) -> Step:
+        """The loss of one batch at ``progress`` in [0, 1) of training; ``transfer=False`` (before the
+        method's start epoch) is the student's plain cross-entropy, without running the teacher."""
         m = self.method
         terms: dict[str, Tensor] = {}
+        if not transfer:
+            logits, _ = self.student(x)
+            ce = F.cross_entropy(logits, y)
+            return Step(ce, logits, {"ce": ce.detach()})
         if m.name in ("grad-at", "symmetry", "min-l2"):
             logits, js = input_gradient(self.student, x, y, create_graph=True)
             if m.name == "grad-at":

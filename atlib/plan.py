@@ -37,8 +37,12 @@ from .spec import (
 
 TOP_KEYS = {"name", "results", "seeds", "teacher_seed", "device", "threads", "max_teacher_error",
             "tracking", "datasets", "recipes", "methods", "tables", "resources"}
-TABLE_KEYS = {"title", "dataset", "recipe", "paper", "columns", "rows", "seeds", "metrics", "max_teacher_error"}
-ROW_KEYS = {"label", "student", "teacher", "dataset", "recipe", "paper_row"}
+# A teacher may have its own data, recipe and seed policy: set on a table or a row (the row wins).
+TEACHER_KEYS = {"teacher_dataset", "teacher_recipe", "teacher_seed"}
+TABLE_KEYS = {"title", "dataset", "recipe", "paper", "columns", "rows", "seeds", "metrics", "max_teacher_error",
+              *TEACHER_KEYS}
+ROW_KEYS = {"label", "student", "teacher", "dataset", "recipe", "paper_row", "methods", *TEACHER_KEYS}
+COLUMN_KEYS = {"label", "method", "student", "teacher"}
 SPECIAL_COLUMNS = ("student", "teacher")
 
 
@@ -46,6 +50,8 @@ SPECIAL_COLUMNS = ("student", "teacher")
 class Column:
     label: str
     method: dict[str, Any] | None  # None for the special student/teacher columns
+    student: Any = None  # a model config replacing the row's for this column (e.g. Table 3's AT outputs)
+    teacher: Any = None
 
 
 @dataclass
@@ -114,11 +120,12 @@ def _columns(cfg: list[Any], where: str) -> list[Column]:
         if isinstance(c, str):
             cols.append(Column(c, None if c in SPECIAL_COLUMNS else {"name": c}))
         elif isinstance(c, Mapping):
-            check_keys(c, {"label", "method"}, f"{where}[{i}]")
+            check_keys(c, COLUMN_KEYS, f"{where}[{i}]")
             if "label" not in c or "method" not in c:
                 raise ConfigError(f"{where}[{i}]: a column is a method name or {{label, method}}")
             m = c["method"]
-            cols.append(Column(str(c["label"]), {"name": m} if isinstance(m, str) else dict(m)))
+            cols.append(Column(str(c["label"]), {"name": m} if isinstance(m, str) else dict(m),
+                               c.get("student"), c.get("teacher")))
         else:
             raise ConfigError(f"{where}[{i}]: a column is a method name or {{label, method}}, got {c!r}")
     labels = [c.label for c in cols]
@@ -134,6 +141,12 @@ def _seeds(value: Any, where: str) -> list[int]:
         raise ConfigError(f"{where}: seeds must be integers >= 0, got {value!r}")
     if len(set(value)) != len(value):
         raise ConfigError(f"{where}: duplicate seeds in {value!r}")
+    return value
+
+
+def _teacher_seed(value: Any, where: str) -> str | int:
+    if value != "same" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        raise ConfigError(f"{where}: expected 'same' or a seed >= 0, got {value!r}")
     return value
 
 
@@ -210,9 +223,7 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
             raise ConfigError(f"{key}: missing or empty")
     plan = Plan(name=str(config.get("name", "atlib")), results=str(config.get("results", "results")))
     seeds = _seeds(config.get("seeds", [0]), "seeds")
-    teacher_seed = config.get("teacher_seed", "same")
-    if teacher_seed != "same" and not (isinstance(teacher_seed, int) and teacher_seed >= 0):
-        raise ConfigError(f"teacher_seed: expected 'same' or a seed >= 0, got {teacher_seed!r}")
+    _teacher_seed(config.get("teacher_seed", "same"), "teacher_seed")
     datasets = {k: DataConfig.from_config(v, f"datasets.{k}") for k, v in config["datasets"].items()}
     recipes_cfg = dict(config.get("recipes") or {})
     recipes = {k: Recipe.from_config(v or {}, f"recipes.{k}") for k, v in recipes_cfg.items()}
@@ -240,8 +251,10 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
         variant = variant_slug(method, defaults_of[method.name])
         if teacher is not None:
             teacher_id, teacher_model = teacher
-            t_seed = teacher_id.rsplit("seed", 1)[1]
-            variant = f"{variant}-from-{teacher_model.slug}-seed{t_seed}"
+            t_ds, t_rc, *_, t_seed = teacher_id.split("/")
+            # a teacher trained on other data or with another recipe says so: ...-from-MODEL@DATA@RECIPE-seedT
+            origin = f"@{t_ds}@{t_rc}" if (t_ds, t_rc) != (ds, rc) else ""
+            variant = f"{variant}-from-{teacher_model.slug}{origin}-{t_seed}"
         run_id = f"{ds}/{rc}/{model.slug}/{variant}/seed{seed}"
         spec = {
             "run_id": run_id, "dataset": data_dict(datasets[ds]),
@@ -269,6 +282,7 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
         columns = _columns(table.get("columns"), f"{where}.columns")
         t_seeds = _seeds(table["seeds"], f"{where}.seeds") if "seeds" in table else seeds
         gate = table.get("max_teacher_error", config.get("max_teacher_error"))
+        t_policy = {k: table[k] for k in TEACHER_KEYS if k in table}
         rows = table.get("rows")
         if not rows:
             raise ConfigError(f"{where}.rows: expected a non-empty list of rows")
@@ -278,6 +292,16 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
             check_keys(row, ROW_KEYS, rwhere)
             ds, _ = lookup(table, row, "dataset", datasets, rwhere)
             rc, _ = lookup(table, row, "recipe", recipes, rwhere)
+            policy = {**t_policy, **{k: row[k] for k in TEACHER_KEYS if k in row}}
+            t_ds = lookup(policy, {}, "teacher_dataset", datasets, rwhere)[0] if "teacher_dataset" in policy else ds
+            t_rc = lookup(policy, {}, "teacher_recipe", recipes, rwhere)[0] if "teacher_recipe" in policy else rc
+            row_teacher_seed = _teacher_seed(policy.get("teacher_seed", config.get("teacher_seed", "same")),
+                                             f"{rwhere}.teacher_seed")
+            row_methods = dict(method_defaults)
+            for name, params in (row.get("methods") or {}).items():
+                if name not in METHODS:
+                    raise ConfigError(f"{rwhere}.methods.{name}: unknown method; expected one of {', '.join(METHODS)}")
+                row_methods[name] = {**(row_methods.get(name) or {}), **(params or {})}
             if "student" not in row:
                 raise ConfigError(f"{rwhere}.student: missing")
             student = ModelSpec.from_config(row["student"], f"{rwhere}.student")
@@ -285,25 +309,28 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
             label = str(row.get("label") or (f"{student.slug} <- {teacher.slug}" if teacher else student.slug))
             row_labels.append(label)
             baseline = defaults_of["baseline"]
-            teacher_seeds = t_seeds if teacher_seed == "same" else [teacher_seed]
+            teacher_seeds = t_seeds if row_teacher_seed == "same" else [row_teacher_seed]
             for col in columns:
+                cwhere = f"{where}.columns.{col.label}"
                 if col.label == "teacher":
                     if teacher is None:
                         raise ConfigError(f"{rwhere}.teacher: missing, and the table has a teacher column")
-                    runs = [add_run(ds, rc, teacher, baseline, ts, None, None) for ts in teacher_seeds]
+                    runs = [add_run(t_ds, t_rc, teacher, baseline, ts, None, None) for ts in teacher_seeds]
                 elif col.label == "student":
                     runs = [add_run(ds, rc, student, baseline, s, None, None) for s in t_seeds]
                 else:
-                    method = _method(col.method, method_defaults, f"{where}.columns.{col.label}")
-                    if method.needs_teacher and teacher is None:
+                    method = _method(col.method, row_methods, cwhere)
+                    c_student = ModelSpec.from_config(col.student, f"{cwhere}.student") if col.student else student
+                    c_teacher = ModelSpec.from_config(col.teacher, f"{cwhere}.teacher") if col.teacher else teacher
+                    if method.needs_teacher and c_teacher is None:
                         raise ConfigError(f"{rwhere}.teacher: column {col.label!r} ({method.name}) needs a teacher")
                     runs = []
                     for s in t_seeds:
                         t_ref = None
                         if method.needs_teacher:
-                            ts = s if teacher_seed == "same" else teacher_seed
-                            t_ref = (add_run(ds, rc, teacher, baseline, ts, None, None), teacher)
-                        runs.append(add_run(ds, rc, student, method, s, t_ref, gate))
+                            ts = s if row_teacher_seed == "same" else row_teacher_seed
+                            t_ref = (add_run(t_ds, t_rc, c_teacher, baseline, ts, None, None), c_teacher)
+                        runs.append(add_run(ds, rc, c_student, method, s, t_ref, gate))
                 plan.cells.append(Cell(t_name, label, col.label, runs))
         if len(set(row_labels)) != len(row_labels):
             raise ConfigError(f"{where}.rows: duplicate row labels {row_labels}")

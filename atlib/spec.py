@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 DEVICES = ("auto", "cpu", "cuda")
-AUGMENTATIONS = ("crop+flip", "flip", "none")
+# crop+flip: the dataset's standard crop (CIFAR/Fashion-MNIST: reflect-pad 4 and crop; an image folder: ImageNet's
+# random-resized crop); scale+crop+flip (image folders): shorter side to 256/224 of image_size, random crop
+# (the paper's CUB/Scenes recipe); flip: flips only (Table 3); none.
+AUGMENTATIONS = ("crop+flip", "scale+crop+flip", "flip", "none")
 MAPPINGS: tuple[str, ...] = ("sum", "max")
 NORMS: tuple[str, ...] = ("l2", "l1")
 FORMS: tuple[str, ...] = ("code", "paper")
@@ -33,19 +36,22 @@ METHODS: tuple[str, ...] = ("baseline", "at", "factt", "kd", "at+kd", "grad-at",
 NEEDS_TEACHER = frozenset({"at", "factt", "kd", "at+kd", "grad-at"})
 BETA_SCHEDULES: tuple[str, ...] = ("constant", "linear", "step")
 
-_AT = {"beta", "mapping", "p", "norm", "groups", "form", "resize"}
-_KD = {"T", "alpha"}
-_GRAD = {"beta", "form"}
+_AT = {"beta", "mapping", "p", "norm", "groups", "form", "resize", "beta_schedule", "start_epoch"}
+_KD = {"T", "alpha", "start_epoch"}
+_GRAD = {"beta", "form", "start_epoch"}
 PARAMETERS: dict[str, frozenset[str]] = {
     "baseline": frozenset(),
-    "at": frozenset(_AT | {"beta_schedule"}),
-    "factt": frozenset({"beta", "groups", "form"}),
+    "at": frozenset(_AT),
+    "factt": frozenset({"beta", "groups", "form", "beta_schedule", "start_epoch"}),
     "kd": frozenset(_KD),
-    "at+kd": frozenset(_AT | _KD | {"beta_schedule"}),
+    "at+kd": frozenset(_AT | _KD),
     "grad-at": frozenset(_GRAD),
     "symmetry": frozenset(_GRAD),
     "min-l2": frozenset(_GRAD),
 }
+# The paper decays beta for F-ActT (section 4.1.2: "decay beta in eq. 2 during training as these give
+# better performance") and for AT+KD, publishing no schedule for either: both decay linearly to 0.
+DECAYED = ("factt", "at+kd")
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,8 @@ class Method:
     groups: tuple[int, ...] | None = None  # None: every group of the student
     form: str = "code"
     resize: bool = True
-    beta_schedule: str = "constant"  # from_config gives at+kd "linear": beta decays to 0 over training
+    beta_schedule: str = "constant"  # from_config gives DECAYED methods "linear": beta decays to 0 over training
+    start_epoch: int = 0  # epochs trained on the plain loss before the transfer loss is added (Table 5)
     T: float = 4.0
     alpha: float = 0.9
     milestones: tuple[float, ...] = field(default=(0.3, 0.6, 0.8), repr=False)  # for "step"
@@ -71,8 +78,8 @@ class Method:
         """Build from ``{"name": ..., **params}``; an unknown method, parameter or value is a ConfigError."""
         cfg = {"name": cfg} if isinstance(cfg, str) else dict(cfg)
         name = cfg.pop("name", None)
-        if name == "at+kd":
-            cfg.setdefault("beta_schedule", "linear")  # AT guides early, KD alone refines late
+        if name in DECAYED:
+            cfg.setdefault("beta_schedule", "linear")  # the transfer loss guides early, fades out late
         if name not in METHODS:
             raise ConfigError(f"{where}.name: unknown method {name!r}; expected one of {', '.join(METHODS)}")
         unknown = set(cfg) - PARAMETERS[name]
@@ -108,6 +115,8 @@ class Method:
             raise bad("alpha", "a weight in [0, 1]")
         if self.groups is not None and (not self.groups or min(self.groups) < 0):
             raise bad("groups", "a non-empty list of group indices >= 0")
+        if not _is_int(self.start_epoch, 0):
+            raise bad("start_epoch", "an integer >= 0")
 
     @property
     def needs_teacher(self) -> bool:
@@ -116,6 +125,10 @@ class Method:
     def params(self) -> dict[str, Any]:
         """The parameters this method uses, for logging."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k in PARAMETERS[self.name] | {"name"}}
+
+    def transfers(self, epoch: int) -> bool:
+        """Whether the transfer loss is on in (0-based) ``epoch``; before ``start_epoch`` it is the plain CE."""
+        return epoch >= self.start_epoch
 
     def beta_at(self, progress: float) -> float:
         """beta at ``progress`` in [0, 1) of training."""
@@ -225,7 +238,7 @@ def _is_int(value: Any, low: int) -> bool:
 
 KNOWN = ("wrn-<depth>-<width> (depth = 6n+4, e.g. wrn-16-1, wrn-16-2, wrn-40-1, wrn-40-2)",
          "nin-wide", "nin-thin", "resnet-18", "resnet-34")
-OPTIONS = {"wrn": set(), "nin": {"batchnorm", "relu_before_pool"}, "resnet": {"pretrained"}}
+OPTIONS = {"wrn": set(), "nin": {"batchnorm", "relu_before_pool", "group_outputs"}, "resnet": {"pretrained"}}
 
 
 def family(name: str) -> str:
@@ -297,6 +310,7 @@ class Recipe:
     milestones: tuple[float, ...] = (0.3, 0.6, 0.8)  # fractions of the epochs: 60/120/160 of 200
     gamma: float = 0.2
     eval_batch_size: int = 512
+    eval_every: int = 1  # test every N epochs (and always after the last): a full test set costs a CPU run a lot
     augment: str = "crop+flip"  # "flip": Table 3's flips only; "none"
     freeze_bn: bool = False  # Table 4: BN in eval mode, its affine parameters fixed
     freeze_groups: tuple[int, ...] = ()  # Table 4: [0] fixes the first group of residual blocks
@@ -314,7 +328,7 @@ class Recipe:
             raise ConfigError(f"{where}.augment: expected one of {', '.join(AUGMENTATIONS)}, got {r.augment!r}")
         if any(not isinstance(g, int) or g < 0 for g in r.freeze_groups):
             raise ConfigError(f"{where}.freeze_groups: expected group indices >= 0, got {list(r.freeze_groups)}")
-        for key in ("epochs", "batch_size", "eval_batch_size"):
+        for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
             if not (isinstance(getattr(r, key), int) and getattr(r, key) >= 1):
                 raise ConfigError(f"{where}.{key}: expected an integer >= 1, got {getattr(r, key)!r}")
         for key in ("lr", "momentum", "weight_decay", "gamma"):
@@ -324,8 +338,24 @@ class Recipe:
             raise ConfigError(f"{where}.milestones: expected fractions in (0, 1), got {list(r.milestones)}")
         return r
 
+    def drops(self, epoch: int) -> int:
+        """How many learning-rate drops have happened by (0-based) ``epoch``.
+
+        The authors' code counts epochs from 1 and lowers the rate at the start of epoch 60 (of 200), which is
+        0-based epoch 59: a milestone m drops the rate from 0-based epoch round(m * epochs) - 1 on.
+        """
+        return sum(epoch + 1 >= round(m * self.epochs) for m in self.milestones)
+
+    def evaluates(self, epoch: int) -> bool:
+        """Whether the test set is evaluated after (0-based) ``epoch``."""
+        return (epoch + 1) % self.eval_every == 0 or epoch + 1 == self.epochs
+
     def lr_at(self, epoch: int) -> float:
-        return self.lr * self.gamma ** sum(epoch >= round(m * self.epochs) for m in self.milestones)
+        return self.lr * self.gamma ** self.drops(epoch)
+
+    def resets_momentum(self, epoch: int) -> bool:
+        """The authors build a new optimizer at each drop, so SGD's momentum starts again from zero."""
+        return epoch > 0 and self.drops(epoch) != self.drops(epoch - 1)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,16 @@ import torch.nn.functional as F
 import torchvision
 from PIL import Image
 
-from atlib.data import CIFAR_MEAN, CIFAR_STD, TensorSource, load, read_idx
+from atlib.data import (
+    CIFAR_MEAN,
+    CIFAR_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TensorSource,
+    load,
+    read_idx,
+    set_augmentation,
+)
 from atlib.spec import ConfigError, DataConfig, DataError
 
 REAL_FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -261,6 +270,119 @@ def test_imagefolder_subset_and_errors(tmp_path):
         load(DataConfig("imagefolder", root=str(tmp_path), image_size=8))
     with pytest.raises(DataError, match=str(tmp_path / "missing" / "train")):
         load(DataConfig("imagefolder", root=str(tmp_path / "missing")))
+
+
+# --- image-folder augmentation --------------------------------------------------------------------
+
+# The paper's 224 crop of images rescaled to 256, at a quarter of the size: 56 * 256 / 224 = 64, so a 32-pixel
+# shorter side is doubled. PIL resizes each image by hand: landscape 32x96 -> 64x192, portrait 96x32 -> 192x64.
+IMAGE_SIZE = 56
+RESCALED = {"landscape": ((32, 96), (64, 192)), "portrait": ((96, 32), (192, 64))}
+CENTRE = {"landscape": (4, 68), "portrait": (68, 4)}  # top-left of the centre 56 crop: (64-56)/2, (192-56)/2
+CELL = 4  # checkerboard cells: 8 pixels wide after the 2x rescale
+
+
+def pattern(height: int, width: int) -> np.ndarray:
+    """Red: a checkerboard of CELL-pixel squares, whose scale shows in the run lengths of red and black pixels;
+    green and blue: ramps along the columns and down the rows, so every window of the image is unique."""
+    y, x = np.mgrid[:height, :width]
+    pixels = np.zeros((height, width, 3), dtype=np.uint8)
+    pixels[..., 0] = 255 * ((y // CELL + x // CELL) % 2)
+    pixels[..., 1] = x * 255 // (width - 1)
+    pixels[..., 2] = y * 255 // (height - 1)
+    return pixels
+
+
+def make_pattern_folder(root: Path) -> list[torch.Tensor]:
+    """One pattern image per class (landscape is class 0, portrait class 1) in train/ and val/; returns each
+    image rescaled by PIL so its shorter side is 64, as (C, H, W) uint8 tensors indexed by class."""
+    rescaled = []
+    for name, ((h, w), (h2, w2)) in RESCALED.items():
+        image = Image.fromarray(pattern(h, w))
+        for split in ("train", "val"):
+            (root / split / name).mkdir(parents=True)
+            image.save(root / split / name / "0.png")
+        resized = np.asarray(image.resize((w2, h2), Image.BILINEAR))
+        rescaled.append(torch.from_numpy(resized.copy()).permute(2, 0, 1))
+    return rescaled
+
+
+def pattern_samples(src, augment: str | None, epochs: int = 6) -> list[tuple[torch.Tensor, int]]:
+    """Training samples as uint8 (C, H, W) images with their labels, after ``set_augmentation(augment)``."""
+    if augment is not None:
+        set_augmentation(src, augment)
+    samples = []
+    for epoch in range(epochs):
+        for x, y in src.train_batches(epoch, 0, 2):
+            samples += zip(raw_pixels(x, IMAGENET_MEAN, IMAGENET_STD), y.tolist(), strict=True)
+    return samples
+
+
+def windows_of(sample: torch.Tensor, image: torch.Tensor) -> list[tuple[int, int, bool]]:
+    """Every (top, left, mirrored) where ``sample`` is a square window of ``image``, or that window mirrored."""
+    size = sample.shape[-1]
+    windows = image.unfold(1, size, 1).unfold(2, size, 1)  # (C, tops, lefts, size, size)
+    found = []
+    for mirrored in (False, True):
+        target = sample.flip(-1) if mirrored else sample
+        hits = (windows == target[:, None, None]).flatten(3).all(3).all(0).nonzero().tolist()
+        found += [(top, left, mirrored) for top, left in hits]
+    return found
+
+
+def interior_runs(line: torch.Tensor) -> list[int]:
+    """Lengths of the runs of equal values in ``line``, less the first and last, which a crop may cut."""
+    changes = (line[1:] != line[:-1]).nonzero().flatten().tolist()
+    return [b - a for a, b in zip(changes, changes[1:], strict=False)]
+
+
+def test_imagefolder_scale_crop_flip_crops_the_image_rescaled_to_256_of_224(tmp_path):
+    rescaled = make_pattern_folder(tmp_path)
+    src = load(DataConfig("imagefolder", root=str(tmp_path), image_size=IMAGE_SIZE))
+    src.num_workers = 0
+    placements = set()
+    for sample, label in pattern_samples(src, "scale+crop+flip"):
+        assert sample.shape == (3, IMAGE_SIZE, IMAGE_SIZE)
+        red = sample[0] > 127
+        runs = [n for line in (*red, *red.T) for n in interior_runs(line)]
+        assert runs and set(runs) == {2 * CELL}  # along rows and columns: both sides scaled 2x
+        where = windows_of(sample, rescaled[label])
+        assert len(where) == 1  # a window of the PIL-rescaled image, found in one place only
+        placements.add((label, *where[0]))
+    assert len({(top, left) for _, top, left, _ in placements}) > 3  # a random crop, not the centre
+    assert {mirrored for *_, mirrored in placements} == {False, True}
+    # the default, ImageNet's random-resized crop, is no window of the image rescaled to 64
+    default = pattern_samples(load(DataConfig("imagefolder", root=str(tmp_path), image_size=IMAGE_SIZE)), None)
+    assert all(sample.shape == (3, IMAGE_SIZE, IMAGE_SIZE) for sample, _ in default)
+    assert not all(windows_of(sample, rescaled[label]) for sample, label in default)
+
+
+def test_imagefolder_flip_and_none_keep_the_test_geometry(tmp_path):
+    rescaled = make_pattern_folder(tmp_path)
+    src = load(DataConfig("imagefolder", root=str(tmp_path), image_size=IMAGE_SIZE))
+    src.num_workers = 0
+    centres = []
+    for image, (top, left) in zip(rescaled, CENTRE.values(), strict=True):
+        centres.append(image[:, top:top + IMAGE_SIZE, left:left + IMAGE_SIZE])
+    test_x, test_y = next(src.test_batches(2))
+    assert test_y.tolist() == [0, 1]
+    assert all(torch.equal(x, c) for x, c in zip(raw_pixels(test_x, IMAGENET_MEAN, IMAGENET_STD), centres,
+                                                  strict=True))
+    mirrored = []
+    for sample, label in pattern_samples(src, "flip"):
+        assert torch.equal(sample, centres[label]) or torch.equal(sample, centres[label].flip(-1))
+        mirrored.append(not torch.equal(sample, centres[label]))
+    assert any(mirrored) and not all(mirrored)
+    assert all(torch.equal(sample, centres[label]) for sample, label in pattern_samples(src, "none"))
+
+
+def test_scale_crop_flip_is_for_image_folders_only():
+    src = unique_source(pad=4)
+    with pytest.raises(ConfigError, match=r"recipe\.augment: 'scale\+crop\+flip'.*imagefolder"):
+        set_augmentation(src, "scale+crop+flip")
+    with pytest.raises(ConfigError, match=r"recipe\.augment: expected one of crop\+flip, .*'jitter'"):
+        set_augmentation(src, "jitter")
+    assert (src.pad, src.flip) == (4, True)  # a refused setting leaves the source's own crop and flip
 
 
 # --- augmentation --------------------------------------------------------------------------------

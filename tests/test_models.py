@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 
 from atlib.models import build_model, num_parameters
 from atlib.spec import family
@@ -18,6 +19,53 @@ def test_nin_sizes():
     # without batch norm the convs carry biases instead of BN's affine pair: fewer parameters
     assert num_parameters(build_model("nin-thin", 3, 10, batchnorm=False)) < num_parameters(
         build_model("nin-thin", 3, 10))
+
+
+# The authors' NIN (wide-residual-networks, models/nin.lua) for 3 input channels and 10 classes:
+# conv weights k*k*cin*cout of conv5x5, 1x1, 1x1 | conv5x5, 1x1, 1x1 | conv3x3, 1x1, 1x1;
+# each conv output channel has a bias, or with batch norm BN's weight and bias instead;
+# the classifier maps the last width to 10 classes, with a bias.
+NIN_CONV_WEIGHTS = {
+    "nin-wide": 5*5*3*192 + 192*160 + 160*96 + 5*5*96*192 + 192*192 + 192*192 + 3*3*192*192 + 192*192 + 192*192,
+    "nin-thin": 5*5*3*86 + 86*72 + 72*43 + 5*5*43*86 + 86*86 + 86*86 + 3*3*86*86 + 86*86 + 86*86,  # x0.45
+}
+NIN_CONV_CHANNELS = {"nin-wide": 192 + 160 + 96 + 6 * 192, "nin-thin": 86 + 72 + 43 + 6 * 86}
+NIN_CLASSIFIER = {"nin-wide": 192 * 10 + 10, "nin-thin": 86 * 10 + 10}
+
+
+@pytest.mark.parametrize("batchnorm", [True, False])
+@pytest.mark.parametrize("name", ["nin-wide", "nin-thin"])
+def test_nin_parameter_counts_by_hand(name, batchnorm):
+    per_channel = 2 if batchnorm else 1
+    expected = NIN_CONV_WEIGHTS[name] + per_channel * NIN_CONV_CHANNELS[name] + NIN_CLASSIFIER[name]
+    assert num_parameters(build_model(name, 3, 10, batchnorm=batchnorm)) == expected
+
+
+@pytest.mark.parametrize("relu_before_pool", [True, False])
+def test_nin_conv_group_outputs_keep_the_logits(relu_before_pool):
+    torch.manual_seed(0)
+    pool = build_model("nin-thin", 3, 10, relu_before_pool=relu_before_pool).eval()
+    conv = build_model("nin-thin", 3, 10, relu_before_pool=relu_before_pool, group_outputs="conv").eval()
+    conv.load_state_dict(pool.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        (logits_pool, pooled), (logits_conv, convs) = pool(x), conv(x)
+    assert torch.equal(logits_pool, logits_conv)
+    # before pooling: block 1 keeps the input's 32x32 (padded convs), block 2 the 16x16 of pool 1
+    assert [tuple(g.shape[1:]) for g in convs] == [(43, 32, 32), (86, 16, 16), (86, 8, 8)]
+    assert [tuple(g.shape[1:]) for g in pooled] == [(43, 16, 16), (86, 8, 8), (86, 8, 8)]
+    assert (convs[0] < 0).any() and (convs[1] < 0).any()  # before ReLU
+    # the pooled groups are these conv outputs, ReLU'd and pooled (in the order relu_before_pool says)
+    for conv_out, pooled_out, stage in zip(convs[:2], pooled[:2], (nn.MaxPool2d(3, 2, 1), nn.AvgPool2d(3, 2, 1)),
+                                           strict=True):
+        expected = stage(torch.relu(conv_out)) if relu_before_pool else stage(conv_out)
+        assert torch.allclose(pooled_out, expected, atol=1e-6)
+    assert torch.equal(convs[2], pooled[2])  # the last group is the last conv's output either way
+
+
+def test_nin_group_outputs_rejects_unknown_value():
+    with pytest.raises(ValueError, match=r"group_outputs.*pool, conv.*'relu'"):
+        build_model("nin-thin", 3, 10, group_outputs="relu")
 
 
 @pytest.mark.parametrize("name", ["wrn-16-1", "wrn-16-2", "wrn-40-1", "nin-wide", "nin-thin"])

@@ -14,17 +14,64 @@ def load(name: str) -> dict:
     return yaml.safe_load((ROOT / "config" / name).read_text())
 
 
-def test_quick_plan_shares_teachers_and_baselines():
+def test_quick_plan_shares_one_teacher_trained_on_its_own_data():
     plan = build_plan(load("quick.yaml"))
-    # 5 seeds x (teacher, student baseline, at, factt, kd, at+kd)
-    assert len(plan.runs) == 30
-    assert len(plan.teachers) == 5 and len(plan.teacher_of) == 20
+    # 5 seeds x (student baseline, at, factt, kd, at+kd) + one teacher for all of them
+    assert len(plan.runs) == 5 * 5 + 1
+    assert plan.teachers == {"fmnist-15k/quick-teacher/wrn-16-2/baseline/seed0"}
+    assert len(plan.teacher_of) == 20
     by_col = {c.column: c.runs for c in plan.cells}
-    assert set(by_col["teacher"]) == plan.teachers  # the teacher column is the runs students learn from
-    for col in ("at", "factt", "kd", "at+kd"):
-        for seed, run in enumerate(by_col[col]):
-            assert plan.teacher_of[run] == by_col["teacher"][seed]  # student seed s <- teacher seed s
-    assert by_col["at"][3] == "fashion-mnist/quick/wrn-16-1/at-from-wrn-16-2-seed3/seed3"
+    assert by_col["teacher"] == ["fmnist-15k/quick-teacher/wrn-16-2/baseline/seed0"]
+    # the student's run id names where its teacher learnt: model@dataset@recipe
+    assert by_col["at"][3] == "fmnist-1500/quick/wrn-16-1/at-from-wrn-16-2@fmnist-15k@quick-teacher-seed0/seed3"
+    teacher = plan.runs[by_col["teacher"][0]]
+    assert teacher["dataset"]["train_size"] == 15000 and teacher["recipe"]["epochs"] == 2
+    student = plan.runs[by_col["at"][3]]
+    assert student["dataset"]["train_size"] == 1500 and student["recipe"]["epochs"] == 8
+    assert student["teacher"]["run_dir"] == "results/runs/" + by_col["teacher"][0]
+
+
+def test_teacher_policy_per_table_and_row():
+    cfg = load("quick.yaml")
+    table = cfg["tables"]["table1"]
+    # back to the students' own data and recipe, one teacher per seed: the old layout and run ids
+    for key in ("teacher_dataset", "teacher_recipe"):
+        table.pop(key)
+    table["rows"][0]["teacher_seed"] = "same"
+    plan = build_plan(cfg)
+    assert len(plan.runs) == 5 * 6 and len(plan.teachers) == 5
+    at = next(c.runs for c in plan.cells if c.column == "at")
+    assert at[2] == "fmnist-1500/quick/wrn-16-1/at-from-wrn-16-2-seed2/seed2"
+    assert plan.teacher_of[at[2]] == "fmnist-1500/quick/wrn-16-2/baseline/seed2"
+    # a teacher dataset that is not defined is named with its row
+    table["rows"][0]["teacher_dataset"] = "imagenet-21k"
+    with pytest.raises(ConfigError, match=r"rows\[0\].teacher_dataset: 'imagenet-21k' is not defined"):
+        build_plan(cfg)
+
+
+def test_evidence_plan_is_one_teacher_on_all_data_and_five_paired_seeds():
+    plan = build_plan(load("evidence.yaml"))
+    assert len(plan.runs) == 26
+    (teacher,) = plan.teachers
+    spec = plan.runs[teacher]
+    assert "train_size" not in spec["dataset"]  # every training image
+    for cell in plan.cells:
+        if cell.column not in ("teacher",):
+            assert [r.rsplit("/seed", 1)[1] for r in cell.runs] == ["0", "1", "2", "3", "4"]
+            assert all(plan.runs[r]["dataset"]["train_size"] == 4000 for r in cell.runs)
+
+
+def test_column_models_and_row_method_defaults():
+    cfg = load("quick.yaml")
+    table = cfg["tables"]["table1"]
+    table["columns"] = ["student", "kd", {"label": "at", "method": "at",
+                                          "student": {"name": "wrn-16-1"}, "teacher": "wrn-40-1"}]
+    table["rows"][0]["methods"] = {"kd": {"T": 2}}
+    plan = build_plan(cfg)
+    runs = {c.column: c.runs for c in plan.cells}
+    assert runs["kd"][0].split("/")[3].startswith("kd-T=2-from-wrn-16-2@")  # the row's T, named in the id
+    assert plan.runs[runs["kd"][0]]["method"]["T"] == 2
+    assert plan.teacher_of[runs["at"][0]] == "fmnist-15k/quick-teacher/wrn-40-1/baseline/seed0"
 
 
 def test_paper_plan_counts_every_run_once():
@@ -44,9 +91,9 @@ def test_paper_plan_counts_every_run_once():
 
 def test_fixed_teacher_seed_and_table_seeds():
     cfg = load("quick.yaml")
-    cfg["teacher_seed"] = 0
+    cfg["teacher_seed"] = 3
     plan = build_plan(cfg)
-    assert plan.teachers == {"fashion-mnist/quick/wrn-16-2/baseline/seed0"}
+    assert plan.teachers == {"fmnist-15k/quick-teacher/wrn-16-2/baseline/seed3"}
     assert len(plan.runs) == 1 + 5 + 20
     cfg["tables"]["table1"]["seeds"] = [7]
     assert len(build_plan(cfg).runs) == 1 + 1 + 4
@@ -54,9 +101,11 @@ def test_fixed_teacher_seed_and_table_seeds():
 
 def test_variant_names_only_what_differs_from_the_config_defaults():
     cfg = load("quick.yaml")
-    cfg["tables"]["table1"]["columns"] = [{"label": "F1_max", "method": {"name": "at", "mapping": "max", "p": 1}}]
+    cfg["tables"]["table1"]["columns"] = [{"label": "F1_max", "method": {"name": "at", "mapping": "max", "p": 1}},
+                                          {"label": "late", "method": {"name": "kd", "start_epoch": 4}}]
     plan = build_plan(cfg)
-    assert next(iter(plan.teacher_of)).split("/")[3] == "at-mapping=max-p=1-from-wrn-16-2-seed0"
+    variants = sorted(r.split("/")[3].split("-from-")[0] for r in plan.teacher_of)
+    assert variants == ["at-mapping=max-p=1"] * 5 + ["kd-start_epoch=4"] * 5
 
 
 def bad(mutate):
@@ -76,7 +125,10 @@ def bad(mutate):
     (lambda c: c["methods"]["kd"].update(alpha=2), "methods.kd.alpha"),
     (lambda c: c["methods"]["kd"].update(T=0), "methods.kd.T"),
     (lambda c: c["tables"]["table1"].update(recipe="long"), "'long' is not defined"),
-    (lambda c: c["datasets"]["fashion-mnist"].update(name="mnist"), "datasets.fashion-mnist.name"),
+    (lambda c: c["datasets"]["fmnist-1500"].update(name="mnist"), "datasets.fmnist-1500.name"),
+    (lambda c: c["methods"]["kd"].update(start_epoch=-1), "methods.kd.start_epoch"),
+    (lambda c: c["tables"]["table1"].update(teacher_seed="each"), "teacher_seed"),
+    (lambda c: c["tables"]["table1"]["rows"][0].update(methods={"distill": {}}), "methods.distill: unknown"),
     (lambda c: c["recipes"]["quick"].update(epochs=0), "recipes.quick.epochs"),
     (lambda c: c["tables"]["table1"]["columns"].append("at"), "duplicate column"),
 ])
@@ -87,6 +139,6 @@ def test_bad_configs_name_the_key(mutate, match):
 
 def test_missing_dataset_root_is_reported():
     cfg = copy.deepcopy(load("quick.yaml"))
-    cfg["datasets"]["fashion-mnist"]["root"] = "/nonexistent/fmnist"
+    cfg["datasets"]["fmnist-1500"]["root"] = "/nonexistent/fmnist"
     problems = missing_data(build_plan(cfg))
     assert len(problems) == 1 and "/nonexistent/fmnist" in problems[0]

@@ -1,13 +1,17 @@
-"""Network-in-Network after the authors' modified NIN (no dropout).
+"""Network-in-Network after the authors' modified NIN (no dropout; wide-residual-networks, models/nin.lua).
 
-NIN-wide (~1.0M parameters, the authors' widths):
+NIN-wide (1,005,642 parameters with batch norm, 1,004,042 without; the authors' widths):
     conv5x5 192, 1x1 160, 1x1 96, maxpool 3/2 | conv5x5 192, 1x1 192, 1x1 192, avgpool 3/2 |
-    conv3x3 192, 1x1 192 | classifier 1x1 -> classes, global average pool.
-NIN-thin (~0.2M) keeps the layout and scales every width by 0.45 (192 -> 86, 160 -> 72, 96 -> 43).
+    conv3x3 192, 1x1 192, 1x1 192 | classifier 1x1 -> classes, global average pool.
+The authors average-pool and then apply a linear layer; a 1x1 conv followed by the average is the same
+function with the same parameters. NIN-thin (206,640 parameters with batch norm, 205,923 without) keeps
+the layout and scales every width by 0.45 (192 -> 86, 160 -> 72, 96 -> 43).
 
-The three group outputs are the two pooled block outputs and the last 192-wide (or 86-wide)
-activation before the classifier. ``relu_before_pool=False`` moves the ReLU of each block's
-last conv after its pooling, so the group output is the pooled pre-activation.
+Group outputs (``group_outputs``): ``"pool"`` gives the two pooled block outputs and the output of the
+last conv before the classifier; ``"conv"`` gives each block's last conv output (after its batch norm,
+before ReLU and pooling): Table 3's "AT losses on outputs of convolutional layers". Either way the
+logits are the same. ``relu_before_pool=False`` moves the ReLU of each block's last conv after its
+pooling, so the pooled group output is the pooled pre-activation.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-WIDE = (192, 160, 96, 192, 192, 192, 192, 192)
+WIDE = (192, 160, 96, 192, 192, 192, 192, 192, 192)
 THIN_SCALE = 0.45
+GROUP_OUTPUTS = ("pool", "conv")
 
 
 def _conv(cin: int, cout: int, k: int, batchnorm: bool) -> list[nn.Module]:
@@ -26,28 +31,36 @@ def _conv(cin: int, cout: int, k: int, batchnorm: bool) -> list[nn.Module]:
     return layers
 
 
+def _block(cin: int, widths: tuple[int, int, int], k: int, batchnorm: bool) -> nn.Sequential:
+    """A kxk conv and two 1x1 convs, ReLU between them; the last conv's ReLU is left to the caller,
+    which decides whether it comes before or after pooling."""
+    first, second, third = widths
+    return nn.Sequential(*_conv(cin, first, k, batchnorm), nn.ReLU(),
+                         *_conv(first, second, 1, batchnorm), nn.ReLU(),
+                         *_conv(second, third, 1, batchnorm))
+
+
 class NIN(nn.Module):
     def __init__(
         self, widths: tuple[int, ...], in_channels: int, num_classes: int,
-        batchnorm: bool = True, relu_before_pool: bool = True,
+        batchnorm: bool = True, relu_before_pool: bool = True, group_outputs: str = "pool",
     ) -> None:
         super().__init__()
+        if group_outputs not in GROUP_OUTPUTS:
+            raise ValueError(f"group_outputs: expected one of {', '.join(GROUP_OUTPUTS)}, "
+                             f"got {group_outputs!r}")
         w = widths
         self.relu_before_pool = relu_before_pool
-        self.block1 = nn.Sequential(*_conv(in_channels, w[0], 5, batchnorm), nn.ReLU(),
-                                    *_conv(w[0], w[1], 1, batchnorm), nn.ReLU(),
-                                    *_conv(w[1], w[2], 1, batchnorm))
+        self.group_outputs = group_outputs
+        self.block1 = _block(in_channels, (w[0], w[1], w[2]), 5, batchnorm)
         self.pool1 = nn.MaxPool2d(3, 2, padding=1)
-        self.block2 = nn.Sequential(*_conv(w[2], w[3], 5, batchnorm), nn.ReLU(),
-                                    *_conv(w[3], w[4], 1, batchnorm), nn.ReLU(),
-                                    *_conv(w[4], w[5], 1, batchnorm))
+        self.block2 = _block(w[2], (w[3], w[4], w[5]), 5, batchnorm)
         self.pool2 = nn.AvgPool2d(3, 2, padding=1)
-        self.block3 = nn.Sequential(*_conv(w[5], w[6], 3, batchnorm), nn.ReLU(),
-                                    *_conv(w[6], w[7], 1, batchnorm))
-        self.classifier = nn.Conv2d(w[7], num_classes, 1)
+        self.block3 = _block(w[5], (w[6], w[7], w[8]), 3, batchnorm)
+        self.classifier = nn.Conv2d(w[8], num_classes, 1)
 
     def _pooled(self, x: Tensor, pool: nn.Module) -> tuple[Tensor, Tensor]:
-        """Returns (group output, input of the next block)."""
+        """Returns (pooled group output, input of the next block)."""
         if self.relu_before_pool:
             g = pool(torch.relu(x))
             return g, g
@@ -55,11 +68,15 @@ class NIN(nn.Module):
         return g, torch.relu(g)
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        g1, x = self._pooled(self.block1(x), self.pool1)
-        g2, x = self._pooled(self.block2(x), self.pool2)
-        g3 = self.block3(x)
-        logits = self.classifier(torch.relu(g3)).mean((2, 3))
-        return logits, [g1, g2, g3]
+        conv1 = self.block1(x)
+        pooled1, x = self._pooled(conv1, self.pool1)
+        conv2 = self.block2(x)
+        pooled2, x = self._pooled(conv2, self.pool2)
+        conv3 = self.block3(x)
+        logits = self.classifier(torch.relu(conv3)).mean((2, 3))
+        if self.group_outputs == "conv":
+            return logits, [conv1, conv2, conv3]
+        return logits, [pooled1, pooled2, conv3]
 
 
 def nin_widths(scale: float) -> tuple[int, ...]:

@@ -1,0 +1,105 @@
+"""Setups as the paper and the authors' code ran them: learning-rate drops, F-ActT's decay, start epochs."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from atlib.engine import start_epoch
+from atlib.losses import Objective
+from atlib.spec import Method, Recipe
+
+
+def authors_lrs(epochs: int, epoch_step: list[int], lr: float = 0.1, ratio: float = 0.2) -> list[float]:
+    """The authors' cifar.py: on_start_epoch sees epoch = state['epoch'] + 1 (1-based) and, if it is in
+    epoch_step, multiplies the rate by lr_decay_ratio before that epoch trains."""
+    out = []
+    for state_epoch in range(epochs):
+        if state_epoch + 1 in epoch_step:
+            lr *= ratio
+        out.append(lr)
+    return out
+
+
+def test_learning_rate_drops_in_the_epoch_the_authors_code_drops_it():
+    r = Recipe()  # 200 epochs, milestones 0.3/0.6/0.8 = the authors' epoch_step [60, 120, 160]
+    expected = authors_lrs(200, [60, 120, 160])
+    assert [r.lr_at(e) for e in range(200)] == pytest.approx(expected)
+    assert r.lr_at(58) == pytest.approx(0.1) and r.lr_at(59) == pytest.approx(0.02)  # 1-based epoch 60
+    assert [e for e in range(200) if r.resets_momentum(e)] == [59, 119, 159]
+
+
+def test_a_drop_resets_momentum_and_only_a_drop():
+    r = Recipe(epochs=10, milestones=(0.5,))  # drops before 1-based epoch 5, i.e. 0-based epoch 4
+    w = nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([w], lr=r.lr, momentum=0.9)
+    w.sum().backward()
+    opt.step()
+    assert "momentum_buffer" in opt.state[w]
+    assert start_epoch(opt, r, 3) == pytest.approx(0.1) and "momentum_buffer" in opt.state[w]
+    assert start_epoch(opt, r, 4) == pytest.approx(0.02) and "momentum_buffer" not in opt.state[w]
+    # the next step starts the buffer from its gradient alone: w moves by lr * grad exactly
+    before = w.detach().clone()
+    opt.step()  # w.grad is still all ones
+    assert torch.allclose(before - w.detach(), torch.full((3,), 0.02))
+
+
+def test_factt_beta_decays_like_at_kd():
+    """Section 4.1.2: F-ActT uses l2 normalisation "and decay beta in eq. 2 during training"."""
+    m = Method.from_config({"name": "factt", "beta": 1000})
+    assert m.beta_schedule == "linear"
+    assert [m.beta_at(p) for p in (0.0, 0.25, 0.5, 0.9)] == pytest.approx([1000, 750, 500, 100])
+    assert Method.from_config({"name": "factt", "beta_schedule": "constant"}).beta_at(0.9) == 1000
+
+
+class Net(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, width, 3, padding=1)
+        self.fc = nn.Linear(width, 3)
+
+    def forward(self, x):
+        g = self.conv(x)
+        return self.fc(g.mean((2, 3))), [g]
+
+
+class Counting(Net):
+    calls = 0
+
+    def forward(self, x):
+        Counting.calls += 1
+        return super().forward(x)
+
+
+def test_before_its_start_epoch_a_method_is_plain_cross_entropy_without_the_teacher():
+    torch.manual_seed(0)
+    student, teacher = Net(2), Counting(4)
+    x, y = torch.randn(4, 1, 5, 5), torch.tensor([0, 1, 2, 0])
+    m = Method.from_config({"name": "at+kd", "start_epoch": 60})
+    assert not m.transfers(59) and m.transfers(60)
+    objective = Objective(m, student, teacher, (1, 5, 5))
+    Counting.calls = 0
+    off = objective(x, y, 0.1, transfer=False)
+    assert off.loss.item() == pytest.approx(F.cross_entropy(student(x)[0], y).item())
+    assert Counting.calls == 0 and set(off.terms) == {"ce"}
+    on = objective(x, y, 0.1, transfer=True)
+    assert Counting.calls == 1 and {"kd", "at/g0"} <= set(on.terms)
+
+
+def test_eval_every_tests_the_chosen_epochs_and_always_the_last():
+    r = Recipe(epochs=10, eval_every=4)
+    assert [e + 1 for e in range(10) if r.evaluates(e)] == [4, 8, 10]
+
+
+def test_a_run_with_eval_every_records_test_error_only_where_it_tested(tmp_path):
+    from atlib.engine import train
+    from atlib.spec import RunSpec
+
+    spec = RunSpec.from_dict({
+        "run_id": "t", "model": "wrn-10-1", "threads": 1, "tracking": {"enabled": False},
+        "dataset": {"name": "synthetic", "synthetic_train": 128, "synthetic_test": 64, "size": 16},
+        "recipe": {"epochs": 3, "batch_size": 64, "lr": 0.05, "eval_every": 2}})
+    m = train(spec, tmp_path, lambda _: None)
+    assert ["test_error" in h for h in m["history"]] == [False, True, True]
+    assert m["final_test_error"] == m["history"][-1]["test_error"]
+    assert m["best_test_error"] == min(h["test_error"] for h in m["history"][1:])
