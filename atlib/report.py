@@ -1,8 +1,9 @@
-"""``results/<name>/report.md``: every table, a verdict per row computed from its CSV, and the figures.
+"""``results/<name>/report.md``: every table, a verdict per paper claim its columns can test, and the figures.
 
 The verdicts read only the long-form table CSVs that ``atlib tables`` writes, so the report says
-exactly what the tables say; the figures are linked relative to the report, so the folder can be
-moved or browsed on a forge as it is.
+exactly what the tables say; a claim is judged by the seed-paired differences of its two columns
+(``stats``). The figures are linked relative to the report, so the folder can be moved or browsed
+on a forge as it is.
 """
 
 from __future__ import annotations
@@ -11,14 +12,57 @@ import argparse
 import os
 from itertools import combinations
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
+from tabulate import tabulate
 
 from .engine import atomic_write_bytes
 from .plan import Plan, planned_figures
+from .stats import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Paired, paired, verdict
 
 BASELINES = ("student", "no AT")  # the column that holds the student trained alone
-AT_COLUMN = "at"
+TEACHER = "teacher"
+NAMES = {"student": "the student", "teacher": "the teacher", "at": "AT", "kd": "KD", "at+kd": "AT+KD",
+         "factt": "F-ActT", "grad-at": "gradient AT", "symmetry": "symmetry norm", "all": "AT in all groups",
+         "group1": "AT in group1 only", "group2": "AT in group2 only", "group3": "AT in group3 only"}
+MAPPINGS = ("F_sum", "F2_sum", "F4_sum", "F1_max")
+
+
+class Claim(NamedTuple):
+    """The paper's claim that column ``better`` has a lower error than column ``worse``."""
+
+    better: str
+    worse: str
+
+    def __str__(self) -> str:
+        return f"{NAMES.get(self.better, self.better)} beats {NAMES.get(self.worse, self.worse)}"
+
+
+# The paper's claims, tested on every table that has both columns; the first one a row has is its headline.
+CLAIMS = (
+    # Table 1 (and Tables 3-5 for the columns they have)
+    Claim("at", "student"), Claim("kd", "student"), Claim("at+kd", "at"), Claim("at+kd", "kd"),
+    Claim("at", "factt"),  # full-activation transfer gains less than AT
+    # Table 2: every mapping helps; F2_sum, the paper's best, beats the others
+    *(Claim(m, "no AT") for m in MAPPINGS), *(Claim("F2_sum", m) for m in MAPPINGS if m != "F2_sum"),
+    # the per-group ablation: "each loss provides some additional degree of attention transfer"
+    *(Claim("all", g) for g in ("group1", "group2", "group3")),
+    # Table 3: every gradient-based method helps; activation AT beats gradient AT
+    Claim("min-l2", "student"), Claim("grad-at", "student"), Claim("symmetry", "student"), Claim("at", "grad-at"),
+)
+WORDS = (f"Each claim pairs seed s of its two columns: gain = error of the column claimed worse minus error of "
+         f"the one claimed better (points; positive is the paper's direction), its mean over the pairs with a "
+         f"two-sided 95% Student-t interval, and MDE, the smallest mean gain these pairs detect with 80% power. "
+         f"*{REPRODUCED}*: the interval lies above 0; *{NOT_REPRODUCED}*: below 0; *{INCONCLUSIVE}*: it "
+         f"contains 0. Where the table has a teacher, the other claims are tested only once the teacher is "
+         f"clearly better than the student.")
+
+
+class Result(NamedTuple):
+    claim: Claim
+    pairs: Paired
+    verdict: str  # a verdict word, or why there is none
 
 
 def _finished(cells: pd.DataFrame) -> dict[str, pd.Series]:
@@ -26,25 +70,64 @@ def _finished(cells: pd.DataFrame) -> dict[str, pd.Series]:
     return {c["column"]: c for _, c in cells.iterrows() if c["n"] > 0 and pd.notna(c["median"])}
 
 
-def at_verdict(cells: pd.DataFrame) -> str | None:
-    """Whether AT beats the baseline student by more than the seed spread (None: no such pair of cells)."""
-    got = _finished(cells)
-    base = next((got[b] for b in BASELINES if b in got), None)
-    at = got.get(AT_COLUMN)
-    if base is None or at is None:
-        return None
-    gain = float(base["median"]) - float(at["median"])
-    if min(base["n"], at["n"]) < 2:
-        word = "beats" if gain > 0 else "does not beat"
-        return f"AT {word} the baseline ({gain:+.2f} points; a single seed, so no spread to compare with)"
-    # the spread of a cell is its min-max range over seeds; the wider of the two is the bar to clear
-    spread = max(float(base["max"]) - float(base["min"]), float(at["max"]) - float(at["min"]))
-    if gain > spread:
-        return f"AT beats the baseline by {gain:.2f} points, more than the seed spread ({spread:.2f})"
-    if gain > 0:
-        return (f"AT is {gain:.2f} points better than the baseline, within the seed spread ({spread:.2f}): "
-                "not conclusive")
-    return f"AT does not beat the baseline ({-gain:.2f} points worse; seed spread {spread:.2f})"
+def _errors(cell: pd.Series) -> dict[int, float]:
+    """Seed -> error of a cell's finished runs, from the CSV's aligned ``seeds`` and ``values``."""
+    if pd.isna(cell["seeds"]) or not str(cell["seeds"]).strip():
+        return {}
+    return dict(zip(map(int, str(cell["seeds"]).split()), map(float, str(cell["values"]).split()), strict=True))
+
+
+def compare(better: pd.Series, worse: pd.Series) -> Paired:
+    """d_s = err_worse(s) - err_better(s) over the seeds both cells finished (positive: ``better`` is)."""
+    a, b = _errors(worse), _errors(better)
+    # a fixed teacher (one planned run) is the same network for every student seed: pair it with each
+    if better["planned"] == 1 and worse["planned"] > 1 and len(b) == 1:
+        b = dict.fromkeys(a, *b.values())
+    return paired(a, b)
+
+
+def _gap(p: Paired) -> str:
+    if p.interval is not None:
+        return f"gap {p.mean:+.2f} [{p.interval[0]:+.2f}, {p.interval[1]:+.2f}]"
+    return f"gap {p.mean:+.2f}, one paired seed" if p.n else "no paired seeds"
+
+
+def _word(p: Paired) -> str:
+    if p.interval is None:
+        return "one paired seed: no interval" if p.n else "no paired seeds yet"
+    word = verdict(p.interval)
+    return f"{word}: only a gain of {p.mde:.2f} points or more was detectable" if word == INCONCLUSIVE else word
+
+
+def claim_results(cells: pd.DataFrame) -> list[Result]:
+    """Every claim the columns of one (row, metric) can test, the teacher's precondition first."""
+    got = {c["column"]: c for _, c in cells.iterrows()}
+    base = next((b for b in BASELINES if b in got), None)
+    results = []
+    gate = None
+    if base is not None and TEACHER in got:
+        teacher = Claim(TEACHER, base)
+        p = compare(got[TEACHER], got[base])
+        results.append(Result(teacher, p, _word(p)))
+        if p.interval is None or verdict(p.interval) != REPRODUCED:
+            # a student that learns from a teacher no better than itself tests nothing the paper claims
+            gate = f"not testable here: the teacher is not clearly better than the student ({_gap(p)})"
+    for claim in (c for c in CLAIMS if c.better in got and c.worse in got):
+        p = compare(got[claim.better], got[claim.worse])
+        results.append(Result(claim, p, gate or _word(p)))
+    return results
+
+
+def claims_table(results: list[Result]) -> str:
+    """The Markdown table of a row's claims."""
+    def line(r: Result) -> list[str]:
+        p = r.pairs
+        ci = f"[{p.interval[0]:+.2f}, {p.interval[1]:+.2f}]" if p.interval else "–"
+        return [str(r.claim), str(p.n), f"{p.mean:+.2f}" if p.n else "–", ci,
+                f"{p.mde:.2f}" if p.mde is not None else "–", r.verdict]
+
+    headers = ["claim", "pairs n", "mean gain (points)", "95% interval", "MDE", "verdict"]
+    return tabulate([line(r) for r in results], headers=headers, tablefmt="github", disable_numparse=True)
 
 
 def ordering_verdict(cells: pd.DataFrame) -> str | None:
@@ -63,10 +146,16 @@ def ordering_verdict(cells: pd.DataFrame) -> str | None:
 
 
 def row_verdict(cells: pd.DataFrame) -> str:
-    """One line for one (row, metric) of a table CSV."""
+    """The headline of one (row, metric) of a table CSV: its first claim and the ordering against the paper."""
     if not _finished(cells):
         return "no finished runs yet"
-    parts = [v for v in (at_verdict(cells), ordering_verdict(cells)) if v]
+    results = claim_results(cells)
+    head = next((r for r in results if r.claim.better != TEACHER), results[0] if results else None)
+    parts = []
+    if head is not None:
+        gain = f" ({head.pairs.mean:+.2f} points)" if head.pairs.n else ""
+        parts.append(f"{head.claim}: {head.verdict}{gain}")
+    parts += [v for v in (ordering_verdict(cells),) if v]
     if not parts:
         got = _finished(cells)
         best = min(got, key=lambda k: float(got[k]["median"]))
@@ -75,15 +164,19 @@ def row_verdict(cells: pd.DataFrame) -> str:
 
 
 def table_verdicts(csv: pd.DataFrame) -> list[str]:
-    """A Markdown bullet per (row, metric) of one table's long CSV, in the table's order."""
-    lines = []
+    """Markdown blocks for one table's long CSV: what the words mean, then per (row, metric) in the table's
+    order a headline bullet and the table of its claims."""
+    blocks = [WORDS]
     metrics = list(dict.fromkeys(csv["metric"]))
     for row in dict.fromkeys(csv["row"]):
         for metric in metrics:
             cells = csv[(csv["row"] == row) & (csv["metric"] == metric)]
             tag = f" ({metric})" if len(metrics) > 1 else ""
-            lines.append(f"- **{row}**{tag}: {row_verdict(cells)}.")
-    return lines
+            blocks.append(f"- **{row}**{tag}: {row_verdict(cells)}.")
+            results = claim_results(cells)
+            if results and _finished(cells):
+                blocks.append(claims_table(results))
+    return blocks
 
 
 def _link(path: Path, start: Path) -> str:
@@ -93,14 +186,15 @@ def _link(path: Path, start: Path) -> str:
 def report_text(plan: Plan, tables_dir: Path, figures_dir: Path, out_dir: Path) -> str:
     figures = planned_figures(plan, figures_dir)
     parts = [f"# {plan.name}: Paying More Attention to Attention, reproduced\n",
-             "Test error (%), lower is better. Verdicts are computed from the table CSVs; "
-             "the seed spread is a cell's min-max range.\n"]
+             "Test error (%), lower is better. Verdicts are computed from the table CSVs, "
+             "pairing the runs of two columns by seed.\n"]
     for table, layout in plan.tables.items():
         md, csv = tables_dir / f"{table}.md", tables_dir / f"{table}.csv"
         parts.append(md.read_text().rstrip() + "\n" if md.is_file()
                      else f"## {layout['title']}\n\n*{md} not written yet.*\n")
         if csv.is_file():
-            parts.append("**Verdict**\n\n" + "\n".join(table_verdicts(pd.read_csv(csv))) + "\n")
+            long = pd.read_csv(csv, dtype={"seeds": str, "values": str})  # "0" stays a seed list, not a number
+            parts.append("**Verdict**\n\n" + "\n\n".join(table_verdicts(long)) + "\n")
         for f in (f for f in figures if f.table == table):
             caption = {"attention": f"Attention maps, {f.row}", "curves": f"Training curves, {f.row}",
                        "errors": f"{layout['title']}: every seed against the paper"}[f.kind]
@@ -128,4 +222,5 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["cmd_report", "row_verdict", "table_verdicts", "write_report"]
+__all__ = ["CLAIMS", "Claim", "Result", "claim_results", "claims_table", "cmd_report", "compare", "row_verdict",
+           "table_verdicts", "write_report"]

@@ -53,15 +53,20 @@ def aggregate(plan: Plan) -> pd.DataFrame:
 
 
 def cells(plan: Plan, summary: pd.DataFrame) -> pd.DataFrame:
-    """Long table: one line per (table, row, column, metric) with our median, spread, n and the paper."""
+    """Long table: one line per (table, row, column, metric) with our median, spread, n and the paper.
+
+    ``seeds`` and ``values`` list each finished run's seed and error, aligned, in the table's seed
+    order, so that a report can pair seed s of one column with seed s of another.
+    """
     by_run = summary.set_index("run_id")
     out = []
     for cell in plan.cells:
         layout = plan.tables[cell.table]
         paper_row = layout["paper_rows"][layout["rows"].index(cell.row)]
         for metric in layout["metrics"]:
-            values = [float(by_run.at[r, METRIC_FIELD[metric]]) for r in cell.runs
-                      if r in by_run.index and pd.notna(by_run.at[r, METRIC_FIELD[metric]])]
+            done = [r for r in cell.runs if r in by_run.index and pd.notna(by_run.at[r, METRIC_FIELD[metric]])]
+            seeds = [int(by_run.at[r, "seed"]) for r in done]
+            values = [float(by_run.at[r, METRIC_FIELD[metric]]) for r in done]
             s = pd.Series(values, dtype=float)
             paper = paper_value(layout["paper"], paper_row, cell.column, metric)
             median = float(s.median()) if values else None
@@ -73,6 +78,7 @@ def cells(plan: Plan, summary: pd.DataFrame) -> pd.DataFrame:
                 "paper": paper.value if paper else None, "paper_text": paper.show() if paper else "",
                 "paper_confirmed": paper.confirmed if paper else None, "diff": diff,
                 "runs": " ".join(cell.runs),
+                "seeds": " ".join(map(str, seeds)), "values": " ".join(map(str, values)),
             })
     return pd.DataFrame(out)
 

@@ -14,7 +14,7 @@ from atlib import figures
 from atlib.attention import resize_to, spatial_map
 from atlib.engine import train
 from atlib.plan import Plan, build_plan, figure_paths
-from atlib.report import cmd_report, row_verdict, write_report
+from atlib.report import claim_results, claims_table, cmd_report, row_verdict, write_report
 from atlib.spec import RunSpec
 from atlib.tables import aggregate, write_tables
 
@@ -160,7 +160,9 @@ def test_report_has_every_table_a_verdict_and_links_every_figure(done):
     for table, layout in plan.tables.items():
         assert f"## {layout['title']}" in text
         assert (report.parent / "tables" / f"{table}.md").read_text().strip() in text
-    assert f"- **{ROW}**: AT " in text and "ordering " in text
+    assert f"- **{ROW}**: AT beats the student: " in text and "ordering " in text
+    # one seed: the teacher's gap has no interval, so no claim reads as a finding
+    assert "| AT beats the student " in text and "not testable here: the teacher is not clearly better" in text
     for path in paths:
         link = f"(figures/{path.name})"
         assert link in text and (report.parent / link[1:-1]).is_file()
@@ -193,20 +195,97 @@ def test_attention_snapshot_is_a_png_and_leaves_the_training_mode_alone():
     assert student.training and not teacher.training
 
 
-def _csv(at: list[float], student: list[float], paper_at: float = 7.9, paper_student: float = 8.8) -> pd.DataFrame:
-    def line(column, values, paper):
-        s = pd.Series(values)
-        return {"row": "r", "column": column, "metric": "top1", "median": s.median(), "n": len(values),
-                "min": s.min(), "max": s.max(), "paper": paper}
+def _csv(columns: dict[str, dict[int, float]], paper: dict[str, float] | None = None) -> pd.DataFrame:
+    """One (row, metric) of a table CSV as ``atlib tables`` writes it; each column is seed -> error."""
+    def line(column, errors):
+        s = pd.Series(list(errors.values()), dtype=float)
+        return {"row": "r", "column": column, "metric": "top1", "median": s.median(), "n": len(errors),
+                "planned": len(errors), "min": s.min(), "max": s.max(), "paper": (paper or {}).get(column),
+                "seeds": " ".join(map(str, errors)), "values": " ".join(map(str, errors.values()))}
 
-    return pd.DataFrame([line("student", student, paper_student), line("at", at, paper_at)])
+    return pd.DataFrame([line(c, e) for c, e in columns.items()])
 
 
-def test_verdict_compares_the_gain_with_the_seed_spread_and_the_paper_ordering():
-    assert row_verdict(_csv([7.0, 7.2, 7.1], [8.0, 8.3, 8.1])).startswith(
-        "AT beats the baseline by 1.00 points, more than the seed spread (0.30)")
-    assert "within the seed spread (1.50): not conclusive" in row_verdict(_csv([7.0, 8.5, 7.6], [8.0, 8.3, 8.1]))
-    swapped = row_verdict(_csv([9.0, 9.1], [8.0, 8.1]))
-    assert "AT does not beat the baseline" in swapped
-    assert "ordering student < at; the paper's is at < student (0/1 pairs agree)" in swapped
-    assert row_verdict(_csv([7.0, 7.1], [8.0, 8.1])).endswith("ordering at < student, the same as the paper's")
+def _seeds(*errors: float) -> dict[int, float]:
+    return dict(enumerate(errors))
+
+
+def _claims(cells: pd.DataFrame) -> dict[str, list[str]]:
+    """Claim -> the other cells of its line in the Markdown claims table."""
+    lines = claims_table(claim_results(cells)).splitlines()
+    assert [c.strip() for c in lines[0].strip("|").split("|")] == [
+        "claim", "pairs n", "mean gain (points)", "95% interval", "MDE", "verdict"]
+    cells_of = ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])
+    return {c[0]: c[1:] for c in cells_of}
+
+
+# the student of every claim test below; each other column differs from it, seed by seed, by a constant plus
+# 0, -0.5, +0.5, 0, 0: so every d has sd sqrt(0.5 / 4), sd/sqrt(5) = sqrt(0.025) = 0.15811, a 95% half-width
+# 2.776 * 0.15811 = 0.4389 and an MDE (2.776 + 0.941) * 0.15811 = 0.5877
+STUDENT = _seeds(9.0, 8.5, 9.5, 9.2, 8.8)
+
+
+def test_claims_pair_seeds_and_get_each_verdict_word():
+    at = _seeds(8.0, 8.0, 8.0, 8.2, 7.8)  # student - at = 1 + (0, -0.5, 0.5, 0, 0)
+    kd = _seeds(8.6, 8.6, 8.6, 8.8, 8.4)  # student - kd = 0.4 + ...
+    at_kd = _seeds(8.5, 9.0, 8.0, 8.7, 8.3)  # at - at_kd = -0.5 + ..., kd - at_kd = 0.1 + ...
+    teacher = _seeds(6.0, 6.1, 6.2, 6.0, 6.2)  # student - teacher = 3.0, 2.4, 3.3, 3.2, 2.6: mean 14.5 / 5 = 2.9
+    got = _claims(_csv({"student": STUDENT, "at": at, "kd": kd, "at+kd": at_kd, "teacher": teacher}))
+    assert list(got) == ["the teacher beats the student", "AT beats the student", "KD beats the student",
+                         "AT+KD beats AT", "AT+KD beats KD"]  # no F-ActT column, so no claim about it
+    assert got["the teacher beats the student"][:2] == ["5", "+2.90"]
+    assert got["the teacher beats the student"][-1] == "reproduced"
+    assert got["AT beats the student"] == ["5", "+1.00", "[+0.56, +1.44]", "0.59", "reproduced"]
+    assert got["KD beats the student"] == ["5", "+0.40", "[-0.04, +0.84]", "0.59",
+                                           "inconclusive: only a gain of 0.59 points or more was detectable"]
+    assert got["AT+KD beats AT"] == ["5", "-0.50", "[-0.94, -0.06]", "0.59", "not reproduced"]
+    assert got["AT+KD beats KD"][:3] == ["5", "+0.10", "[-0.34, +0.54]"]
+
+
+def test_a_teacher_not_clearly_better_makes_the_other_claims_not_testable():
+    teacher = _seeds(8.6, 8.6, 8.6, 8.8, 8.4)  # student - teacher = 0.4 + ...: [-0.04, +0.84] contains 0
+    at = _seeds(8.0, 8.0, 8.0, 8.2, 7.8)  # reproduced on its own
+    cells = _csv({"student": STUDENT, "at": at, "teacher": teacher})
+    got = _claims(cells)
+    assert got["the teacher beats the student"][-1].startswith("inconclusive")
+    gated = "not testable here: the teacher is not clearly better than the student (gap +0.40 [-0.04, +0.84])"
+    assert got["AT beats the student"] == ["5", "+1.00", "[+0.56, +1.44]", "0.59", gated]
+    assert row_verdict(cells).startswith(f"AT beats the student: {gated} (+1.00 points)")
+    one_seed = _claims(_csv({"student": {0: 9.0}, "at": {0: 8.0}, "teacher": {0: 6.0}}))
+    assert one_seed["the teacher beats the student"] == ["1", "+3.00", "–", "–", "one paired seed: no interval"]
+    assert one_seed["AT beats the student"][-1] == ("not testable here: the teacher is not clearly better than "
+                                                    "the student (gap +3.00, one paired seed)")
+
+
+def test_claims_pair_only_shared_seeds_and_a_fixed_teacher_with_every_student_seed():
+    at = {0: 8.0, 1: 8.0, 3: 8.2, 4: 7.9}  # seed 2 unfinished: d = 1.0, 0.5, 1.0, 0.9, mean 3.4 / 4
+    teacher = {0: 6.0}  # one planned run: d = 9.0 - 6, 8.5 - 6, 9.5 - 6, 9.2 - 6, 8.8 - 6, mean 15 / 5
+    got = _claims(_csv({"student": STUDENT, "at": at, "teacher": teacher}))
+    assert got["the teacher beats the student"][:2] == ["5", "+3.00"]
+    assert got["AT beats the student"][:2] == ["4", "+0.85"]
+
+
+def test_table2_and_ablation_claims_without_a_teacher():
+    mappings = {"no AT": STUDENT, "F_sum": _seeds(8.0, 8.0, 8.0, 8.2, 7.8), "F2_sum": _seeds(7.9, 7.9, 7.9, 8.1, 7.7),
+                "F4_sum": STUDENT, "F1_max": STUDENT}
+    got = _claims(_csv(mappings))
+    assert list(got) == ["F_sum beats no AT", "F2_sum beats no AT", "F4_sum beats no AT", "F1_max beats no AT",
+                         "F2_sum beats F_sum", "F2_sum beats F4_sum", "F2_sum beats F1_max"]
+    assert got["F4_sum beats no AT"] == ["5", "+0.00", "[+0.00, +0.00]", "0.00", "inconclusive: only a gain of "
+                                         "0.00 points or more was detectable"]  # identical errors: d = 0
+    assert got["F2_sum beats F_sum"][:2] == ["5", "+0.10"] and got["F2_sum beats no AT"][-1] == "reproduced"
+    groups = {"group1": STUDENT, "group2": STUDENT, "group3": STUDENT, "all": _seeds(8.0, 8.0, 8.0, 8.2, 7.8)}
+    assert list(_claims(_csv(groups))) == [
+        "AT in all groups beats AT in group1 only", "AT in all groups beats AT in group2 only",
+        "AT in all groups beats AT in group3 only"]
+
+
+def test_headline_keeps_the_ordering_against_the_paper():
+    paper = {"at": 7.9, "student": 8.8}
+    swapped = row_verdict(_csv({"student": _seeds(8.0, 8.1), "at": _seeds(9.0, 9.1)}, paper))
+    # d = 8.0 - 9.0, 8.1 - 9.1 = -1, -1: sd 0, so the interval is the point -1
+    assert swapped.startswith("AT beats the student: not reproduced (-1.00 points)")
+    assert swapped.endswith("ordering student < at; the paper's is at < student (0/1 pairs agree)")
+    same = row_verdict(_csv({"student": _seeds(8.0, 8.1), "at": _seeds(7.0, 7.1)}, paper))
+    assert same == "AT beats the student: reproduced (+1.00 points); ordering at < student, the same as the paper's"
+    assert row_verdict(_csv({"student": {}, "at": {}})) == "no finished runs yet"

@@ -1,0 +1,94 @@
+"""Seed-paired statistics against values worked out by hand, and the table CSV columns they read."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from atlib.plan import build_plan
+from atlib.stats import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, paired, t_quantile, verdict
+from atlib.tables import cells
+
+# five seeds: d = student - at = 1.0, 0.5, 1.5, 1.0, 1.0
+STUDENT = {0: 9.0, 1: 8.5, 2: 9.5, 3: 9.2, 4: 8.8}
+AT = {0: 8.0, 1: 8.0, 2: 8.0, 3: 8.2, 4: 7.8}
+
+
+def test_t_quantiles_are_the_textbook_ones_and_normal_past_the_table():
+    assert t_quantile(0.975, 4) == 2.776 and t_quantile(0.80, 4) == 0.941
+    assert t_quantile(0.975, 1) == 12.706 and t_quantile(0.80, 1) == 1.376
+    assert t_quantile(0.975, 30) == 2.042 and t_quantile(0.80, 30) == 0.854
+    assert t_quantile(0.975, 31) == 1.960 and t_quantile(0.80, 1000) == 0.842  # z_{0.975}, z_{0.80}
+    with pytest.raises(ValueError):
+        t_quantile(0.975, 0)
+
+
+def test_five_pairs_mean_sd_interval_and_mde_by_hand():
+    p = paired(STUDENT, AT)
+    assert p.seeds == (0, 1, 2, 3, 4) and p.n == 5
+    assert p.mean == pytest.approx((1.0 + 0.5 + 1.5 + 1.0 + 1.0) / 5)  # 1.0
+    # squared deviations from 1.0: 0 + 0.25 + 0.25 + 0 + 0 = 0.5, over n - 1 = 4
+    assert p.sd == pytest.approx(math.sqrt(0.5 / 4))  # 0.35355
+    se = math.sqrt(0.5 / 4 / 5)  # sd / sqrt(5) = sqrt(0.025) = 0.15811
+    assert p.interval == pytest.approx((1.0 - 2.776 * se, 1.0 + 2.776 * se))
+    assert p.interval == pytest.approx((0.5611, 1.4389), abs=1e-4)
+    assert p.mde == pytest.approx((2.776 + 0.941) * se)  # 3.717 * 0.15811
+    assert p.mde == pytest.approx(0.5877, abs=1e-4)
+
+
+def test_each_verdict_word_at_its_threshold():
+    assert verdict((1e-9, 1.0)) == REPRODUCED
+    assert verdict((0.0, 1.0)) == INCONCLUSIVE  # touching 0 is not excluding it
+    assert verdict((-1.0, 0.0)) == INCONCLUSIVE
+    assert verdict((-1.0, -1e-9)) == NOT_REPRODUCED
+    # shifting every d by c moves the interval by c and keeps its half-width 2.776 * 0.15811 = 0.4389
+    shifted = {c: paired({s: e - c for s, e in STUDENT.items()}, AT) for c in (0.5, 0.6, 1.4, 1.5)}
+    assert shifted[0.5].interval[0] == pytest.approx(0.5 - 0.4389, abs=1e-4)  # +0.0611
+    assert verdict(shifted[0.5].interval) == REPRODUCED
+    assert shifted[0.6].interval[0] == pytest.approx(0.4 - 0.4389, abs=1e-4)  # -0.0389
+    assert verdict(shifted[0.6].interval) == INCONCLUSIVE
+    assert shifted[1.4].interval[1] == pytest.approx(-0.4 + 0.4389, abs=1e-4)  # +0.0389
+    assert verdict(shifted[1.4].interval) == INCONCLUSIVE
+    assert shifted[1.5].interval[1] == pytest.approx(-0.5 + 0.4389, abs=1e-4)  # -0.0611
+    assert verdict(shifted[1.5].interval) == NOT_REPRODUCED
+
+
+def test_pairs_only_the_seeds_in_both_cells():
+    a = {0: 9.0, 1: 8.5, 2: 9.5, 4: 8.8}  # no seed 3
+    b = {4: 7.8, 3: 7.0, 2: 8.0, 0: 8.0}  # no seed 1, not in seed order
+    p = paired(a, b)
+    assert p.seeds == (0, 2, 4) and p.d == pytest.approx((1.0, 1.5, 1.0))
+    assert p.mean == pytest.approx(3.5 / 3)
+    # deviations -1/6, +1/3, -1/6: squares sum to 6/36, over n - 1 = 2 is 1/12; sd/sqrt(3) = sqrt(1/36) = 1/6
+    assert p.sd == pytest.approx(math.sqrt(1 / 12))
+    assert p.interval == pytest.approx((3.5 / 3 - 4.303 / 6, 3.5 / 3 + 4.303 / 6))  # t_{0.975,2} = 4.303
+    assert p.mde == pytest.approx((4.303 + 1.061) / 6)  # t_{0.80,2} = 1.061
+
+
+def test_fewer_than_two_pairs_have_no_interval():
+    one = paired({0: 9.0, 1: 8.0}, {0: 8.5, 2: 7.0})
+    assert (one.n, one.mean) == (1, pytest.approx(0.5))
+    assert one.sd is None and one.interval is None and one.mde is None
+    none = paired({1: 9.0}, {0: 8.0})
+    assert none.n == 0 and none.mean is None and none.interval is None
+
+
+def test_table_csv_lists_each_cells_seeds_and_values_aligned_in_the_tables_seed_order():
+    plan = build_plan({
+        "name": "st", "seeds": [3, 1], "datasets": {"synthetic": {"name": "synthetic"}},
+        "tables": {"t": {"title": "T", "dataset": "synthetic", "recipe": "paper", "metrics": ["top1", "top5"],
+                         "columns": ["student", "at", "teacher"],
+                         "rows": [{"student": "wrn-10-1", "teacher": "wrn-10-2"}]}},
+    })
+    runs = {c.column: c.runs for c in plan.cells}
+    summary = pd.DataFrame([  # at seed 3 and both teachers have not finished; student seed 3 has no top-5
+        {"run_id": runs["student"][0], "seed": 3, "final_test_error": 9.5, "final_test_error_top5": None},
+        {"run_id": runs["student"][1], "seed": 1, "final_test_error": 9.0, "final_test_error_top5": 1.25},
+        {"run_id": runs["at"][1], "seed": 1, "final_test_error": 8.0, "final_test_error_top5": 1.0},
+    ])
+    got = {(c["column"], c["metric"]): (c["seeds"], c["values"], c["n"]) for _, c in cells(plan, summary).iterrows()}
+    assert got == {
+        ("student", "top1"): ("3 1", "9.5 9.0", 2), ("student", "top5"): ("1", "1.25", 1),
+        ("at", "top1"): ("1", "8.0", 1), ("at", "top5"): ("1", "1.0", 1),
+        ("teacher", "top1"): ("", "", 0), ("teacher", "top5"): ("", "", 0),
+    }
