@@ -262,10 +262,14 @@ def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
     atomic_save({"meta": meta, "state_dict": {k: v.cpu() for k, v in student.state_dict().items()}},
                 model_path)
     last = history[-1] if history else {}
+    if r.epochs == 0:  # a given model (e.g. a pretrained teacher): evaluated, not trained
+        last = dict(zip(("test_error", "test_error_top5"), evaluate(student, source, r.eval_batch_size, amp),
+                        strict=True))
+        best = last["test_error"]
     metrics = {
         **meta, "run_id": spec.run_id, "seed": spec.seed, "method": spec.method.name,
         "final_test_error": last.get("test_error"), "final_test_error_top5": last.get("test_error_top5"),
-        "best_test_error": best if history else None, "epochs": len(history), "history": history,
+        "best_test_error": best if last else None, "epochs": len(history), "history": history,
         "num_parameters": num_parameters(student), "checkpoint_sha256": sha256(model_path),
         "checkpoint_bytes": model_path.stat().st_size,
         "train_seconds": sum(h["epoch_seconds"] for h in history), "startup_seconds": startup,

@@ -301,7 +301,7 @@ def _fmt(v: Any) -> str:
 class Recipe:
     """The optimisation recipe; defaults are the authors' CIFAR recipe."""
 
-    epochs: int = 200
+    epochs: int = 200  # 0: a given model (e.g. a pretrained teacher) that is only evaluated
     batch_size: int = 128
     lr: float = 0.1
     momentum: float = 0.9
@@ -329,8 +329,9 @@ class Recipe:
         if any(not isinstance(g, int) or g < 0 for g in r.freeze_groups):
             raise ConfigError(f"{where}.freeze_groups: expected group indices >= 0, got {list(r.freeze_groups)}")
         for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
-            if not (isinstance(getattr(r, key), int) and getattr(r, key) >= 1):
-                raise ConfigError(f"{where}.{key}: expected an integer >= 1, got {getattr(r, key)!r}")
+            low = 0 if key == "epochs" else 1
+            if not _is_int(getattr(r, key), low):
+                raise ConfigError(f"{where}.{key}: expected an integer >= {low}, got {getattr(r, key)!r}")
         for key in ("lr", "momentum", "weight_decay", "gamma"):
             if not (isinstance(getattr(r, key), (int, float)) and getattr(r, key) >= 0):
                 raise ConfigError(f"{where}.{key}: expected a number >= 0, got {getattr(r, key)!r}")

@@ -103,3 +103,17 @@ def test_a_run_with_eval_every_records_test_error_only_where_it_tested(tmp_path)
     assert ["test_error" in h for h in m["history"]] == [False, True, True]
     assert m["final_test_error"] == m["history"][-1]["test_error"]
     assert m["best_test_error"] == min(h["test_error"] for h in m["history"][1:])
+
+
+def test_numbers_our_copy_does_not_show_in_full_keep_their_mark():
+    from atlib.paper import PAPER, paper_value
+
+    # Table 4's column order is ambiguous in our copy; the NIN row of Table 1 is recalled, not read
+    for row, columns in PAPER["table4"].items():
+        for column in columns:
+            shown = paper_value("table4", row, column).show()
+            assert shown.endswith("†"), (row, column, shown)
+    nin = "nin-thin <- nin-wide"
+    assert all(paper_value("table1", nin, c).show().endswith("†") for c in PAPER["table1"][nin])
+    # ... while a number read from the text's odd digits stays plain
+    assert paper_value("table1", "wrn-16-1 <- wrn-16-2", "at").show() == "7.93"

@@ -139,3 +139,20 @@ def _torchvision_state(model):
     net.layer1, net.layer2, net.layer3, net.layer4 = model.groups
     net.fc = model.fc
     return net.state_dict()
+
+
+def test_given_weights_must_match_the_sha256_prefix_in_their_torchvision_name(tmp_path):
+    import hashlib
+
+    state = _torchvision_state(build_model("resnet-18", 3, 1000))
+    blob = tmp_path / "blob.pt"
+    torch.save(state, blob)
+    prefix = hashlib.sha256(blob.read_bytes()).hexdigest()[:8]
+    good = tmp_path / f"resnet18-{prefix}.pth"
+    blob.rename(good)
+    build_model("resnet-18", 3, 1000, pretrained=str(good))  # its content matches its name
+    wrong = "0" * 8 if prefix != "0" * 8 else "1" * 8
+    bad = tmp_path / f"resnet18-{wrong}.pth"
+    bad.write_bytes(good.read_bytes())
+    with pytest.raises(ValueError, match=f"does not match the {wrong}"):
+        build_model("resnet-18", 3, 1000, pretrained=str(bad))

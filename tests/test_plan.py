@@ -79,14 +79,44 @@ def test_paper_plan_counts_every_run_once():
     # Table 1: 6 models' baselines x 5 seeds (WRN-16-2 is a teacher in one row, a student in another;
     # WRN-16-1's baseline serves two rows) + 4 rows x 4 methods x 5 seeds. Ablation: 3 new variants x 5
     # ("all" is Table 1's AT run). Table 2: F_sum, F4_sum, F1_max x 5 (no AT and F2_sum are shared).
-    # Table 3: one seed: baseline, min-l2, symmetry, grad-at, kd, at, and its teacher. Table 4: 2 datasets
-    # x (student, teacher, kd, at) x 5. Table 5: (student, teacher, at) x 5.
-    assert len(plan.runs) == 30 + 80 + 15 + 15 + 7 + 40 + 15 == 202
-    assert len(plan.teachers) == 20 + 1 + 10 + 5
+    # Table 3: one seed: baseline, min-l2, symmetry, grad-at, kd, at, the wide NIN and the new teacher of
+    # activation AT. Table 4: 2 datasets x ((student, kd, at) x 5 + one fine-tuned teacher). Table 5:
+    # (student, at) x 5 + one given teacher.
+    assert len(plan.runs) == 30 + 80 + 15 + 15 + 8 + 32 + 11 == 191
+    assert len(plan.teachers) == 20 + 2 + 2 + 1
     assert len(plan.teacher_of) == 80 + 15 + 15 + 3 + 20 + 5
     cells = {(c.table, c.column): c.runs for c in plan.cells if c.row == "wrn-16-1 <- wrn-16-2"}
     assert cells[("table2", "F2_sum")] == cells[("table1", "at")] == cells[("ablation", "all")]
     assert cells[("table2", "no AT")] == cells[("table1", "student")]
+
+
+def test_paper_setups_as_the_paper_ran_them():
+    plan = build_plan(load("paper.yaml"))
+    cell = {(c.table, c.row, c.column): c.runs for c in plan.cells}
+    nin = "nin-thin <- nin-wide"
+    t3 = next(r for (t, r, _) in cell if t == "table3")
+    # Table 3: activation AT from a new teacher (BN, no ReLU before pooling) on conv outputs, student too
+    (at,) = cell[("table3", t3, "at")]
+    teacher = plan.runs[plan.teacher_of[at]]
+    assert teacher["model"] == {"name": "nin-wide", "options": {"relu_before_pool": False, "group_outputs": "conv"}}
+    assert plan.runs[at]["model"]["options"]["group_outputs"] == "conv"
+    # ... while KD and gradient AT keep the wide NIN with BN and ReLU before pooling
+    for column in ("kd", "grad-at"):
+        (run,) = cell[("table3", t3, column)]
+        assert plan.runs[plan.teacher_of[run]]["model"] == {"name": "nin-wide", "options": {}}
+    # NIN transfers keep KD's temperature at 1; ResNet/WRN ones raise it to 4
+    assert all(plan.runs[r]["method"]["T"] == 1 for r in cell[("table1", nin, "kd")])
+    assert "T" not in plan.runs[cell[("table1", "wrn-16-1 <- wrn-16-2", "kd")][0]]["method"]  # the default 4
+    # Table 5: a given teacher (evaluated, 0 epochs) and AT added at epoch 60 of 100
+    (given,) = cell[("table5", "resnet-18 <- resnet-34", "teacher")]
+    assert plan.runs[given]["recipe"]["epochs"] == 0
+    assert plan.runs[given]["model"]["options"] == {"pretrained": "imagenet"}
+    assert all(plan.runs[r]["method"]["start_epoch"] == 60 for r in cell[("table5", "resnet-18 <- resnet-34", "at")])
+    # F-ActT's beta decays in every config
+    for name in ("paper.yaml", "quick.yaml", "evidence.yaml"):
+        p = build_plan(load(name))
+        assert all(p.runs[r]["method"].get("beta_schedule", "linear") == "linear"
+                   for c in p.cells if c.column == "factt" for r in c.runs)
 
 
 def test_fixed_teacher_seed_and_table_seeds():
@@ -129,7 +159,7 @@ def bad(mutate):
     (lambda c: c["methods"]["kd"].update(start_epoch=-1), "methods.kd.start_epoch"),
     (lambda c: c["tables"]["table1"].update(teacher_seed="each"), "teacher_seed"),
     (lambda c: c["tables"]["table1"]["rows"][0].update(methods={"distill": {}}), "methods.distill: unknown"),
-    (lambda c: c["recipes"]["quick"].update(epochs=0), "recipes.quick.epochs"),
+    (lambda c: c["recipes"]["quick"].update(epochs=-1), "recipes.quick.epochs"),
     (lambda c: c["tables"]["table1"]["columns"].append("at"), "duplicate column"),
 ])
 def test_bad_configs_name_the_key(mutate, match):

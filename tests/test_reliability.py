@@ -207,7 +207,7 @@ BAD_SPECS = [
     ("train subset larger than the data", {"dataset__train_size": 10_000}, "train_size"),
     ("unknown top-level key", {"epochs": 3}, "run spec: unknown key"),
     ("negative seed", {"seed": -1}, "seed"),
-    ("zero epochs", {"recipe__epochs": 0}, "recipe.epochs"),
+    ("negative epochs", {"recipe__epochs": -1}, "recipe.epochs"),
     ("milestone outside (0, 1)", {"recipe__milestones": [60, 120]}, "recipe.milestones"),
     ("unknown device", {"device": "tpu"}, "device"),
     ("missing model", {"model": DELETE}, "model: missing"),

@@ -6,6 +6,8 @@ own cache (``torch.hub.get_dir()/checkpoints``). Nothing is ever downloaded.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 
 import torch
@@ -13,6 +15,18 @@ import torchvision
 from torch import Tensor, nn
 
 IMAGENET_FILES = {"resnet18": "resnet18-f37072fd.pth", "resnet34": "resnet34-b627a593.pth"}
+
+
+def check_hash_prefix(path: Path) -> None:
+    """torchvision names its weight files ``<arch>-<first 8 hex digits of the SHA-256>.pth``: a given teacher
+    or starting point whose content does not match its name is refused, as torchvision's check_hash does."""
+    match = re.fullmatch(r".*-([0-9a-f]{8,})\.pth", path.name)
+    if match is None:
+        return
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not digest.startswith(match.group(1)):
+        raise ValueError(f"pretrained weights {path}: SHA-256 {digest[:12]}... does not match the "
+                         f"{match.group(1)} in the file name; the file is corrupt or not torchvision's")
 
 
 def pretrained_path(arch: str, pretrained: str) -> Path:
@@ -31,6 +45,7 @@ class ResNet(nn.Module):
                 raise FileNotFoundError(
                     f"pretrained weights for {arch} not found at {path}; put torchvision's "
                     f"{IMAGENET_FILES[arch]} there (atlib never downloads weights)")
+            check_hash_prefix(path)
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         if in_channels != 3:
             net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
