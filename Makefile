@@ -12,10 +12,11 @@ SNAKEMAKE := $(VENV)/bin/snakemake --configfile $(abspath $(CONFIG)) --cores $(C
 .PHONY: reproduce test lint data slurm
 
 # flock is released by the kernel even when a run is SIGKILLed, so holding it proves no other
-# reproduction runs here: only then is Snakemake's own stale lock from a killed run removed.
+# reproduction runs here; Snakemake's own lock is cleared only when no snakemake process works in
+# the folder (one started by hand keeps its lock).
 reproduce: $(STAMP) data
 	@mkdir -p $(WORKDIR)/.snakemake
-	@flock -n -E 75 $(WORKDIR)/.snakemake/atlib.flock sh -c '$(SNAKEMAKE) --unlock >/dev/null 2>&1; exec $(SNAKEMAKE)'; \
+	@flock -n -E 75 $(WORKDIR)/.snakemake/atlib.flock sh -c '$(PY) -m atlib clear-stale-locks $(WORKDIR) && exec $(SNAKEMAKE)'; \
 	  rc=$$?; [ $$rc -ne 75 ] || echo "atlib: another reproduction is running in $(WORKDIR)"; exit $$rc
 
 test: $(STAMP) data slurm

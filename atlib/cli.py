@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,12 +94,17 @@ def _recorded_model(run_dir: str) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .engine import train
+    from .engine import Terminated, train
     from .spec import RunSpec
 
     spec = RunSpec.from_dict(spec_from_args(args))
     out = Path(args.out) if args.out else Path("results/runs") / spec.run_id
-    metrics = train(spec, out, log=lambda s: print(s, flush=True))
+    try:
+        metrics = train(spec, out, log=lambda s: print(s, flush=True))
+    except Terminated:
+        print(f"atlib: [{spec.run_id}] terminated by SIGTERM; started again, it resumes from its last epoch",
+              file=sys.stderr)
+        return 128 + signal.SIGTERM
     print(f"[{spec.run_id}] final test error {metrics['final_test_error']:.2f}% -> {out}/metrics.json")
     return 0
 
@@ -193,6 +199,16 @@ def tag_cells(plan: Any, summary: Any) -> None:
         print(f"atlib: warning: could not tag the MLflow runs with their table cells: {e}", file=sys.stderr)
 
 
+def cmd_clear_stale_locks(args: argparse.Namespace) -> int:
+    from .workdir import clear_stale_locks, live_snakemake_pids
+
+    if pids := live_snakemake_pids(args.workdir):
+        print(f"atlib: snakemake runs in {args.workdir} (pid {', '.join(map(str, pids))}); its lock stays")
+    elif removed := clear_stale_locks(args.workdir):
+        print(f"atlib: removed {len(removed)} stale Snakemake lock(s) in {args.workdir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="atlib", description="Attention transfer (Zagoruyko & Komodakis, ICLR 2017), reproducible.")
@@ -257,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", help="write 'name<TAB>id' lines here")
     m.set_defaults(func=cmd_mlflow_init)
     server.add_parser(sub)
+
+    u = sub.add_parser("clear-stale-locks", help="remove Snakemake's locks left by a killed run",
+                       description="Remove Snakemake's locks in a working folder when no Snakemake process "
+                                   "works there (make reproduce runs this first); a live run keeps its lock.")
+    u.add_argument("workdir", nargs="?", default=".", help="the Snakemake working folder (default .)")
+    u.set_defaults(func=cmd_clear_stale_locks)
 
     d = sub.add_parser("prepare", help="turn CUB-200-2011 or MIT Indoor-67 into train/ and val/ image folders",
                        description="Write an ImageFolder layout (DST/train, DST/val) from a dataset's original "

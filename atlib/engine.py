@@ -9,16 +9,19 @@ A run started again with a checkpoint present resumes from it, with the same MLf
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import platform
 import random
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,14 @@ class TeacherError(ConfigError):
 
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+class RunBusy(ConfigError):
+    """Another process is training into the same run directory."""
+
+
+class Terminated(BaseException):
+    """SIGTERM (e.g. SLURM's time limit): stop at once, keep the last epoch's checkpoint for a resume."""
 
 
 # --- files ------------------------------------------------------------------------------------
@@ -69,6 +80,54 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 def atomic_write_json(obj: Any, path: Path) -> None:
     atomic_write_bytes(path, lambda f: f.write(json.dumps(obj, indent=1, sort_keys=True).encode()))
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Temporary files of atomic writes that a killed process never renamed."""
+    for tmp in folder.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def run_lock(out_dir: Path) -> Iterator[None]:
+    """Hold ``out_dir/run.lock`` for the run's whole life: a second writer (a resubmitted SLURM job meeting
+    its orphaned predecessor, a second snakemake) is refused. The kernel drops the lock when its holder
+    dies, even by SIGKILL, so a stale lock never blocks a rerun."""
+    path = out_dir / "run.lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise RunBusy(f"run {out_dir} is being trained by another process ({f.read().strip() or 'pid unknown'}); "
+                          "wait for it or stop it") from None
+        f.truncate(0)
+        f.write(f"pid {os.getpid()} on {platform.node()}\n")
+        f.flush()
+        yield
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` while training, so the run is marked KILLED, not left RUNNING."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def spec_sha256(spec: RunSpec) -> str:
+    """What a checkpoint was trained under: the resolved spec, except where its run is logged."""
+    settings = {k: v for k, v in spec.to_dict().items() if k != "tracking"}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:
@@ -198,6 +257,13 @@ def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
             teacher = teacher.to(memory_format=torch.channels_last)
     objective = Objective(spec.method, student, teacher, source.input_shape, device)
     out_dir.mkdir(parents=True, exist_ok=True)  # only now: every config check has passed
+    with run_lock(out_dir), sigterm_raises():
+        remove_stale_temporaries(out_dir)
+        return _train(spec, out_dir, log, device, source, student, teacher, teacher_info, objective)
+
+
+def _train(spec: RunSpec, out_dir: Path, log: Log, device: torch.device, source: Source, student: nn.Module,
+           teacher: nn.Module | None, teacher_info: dict[str, Any] | None, objective: Objective) -> dict[str, Any]:
     trainable = [p for p in objective.parameters() if p.requires_grad]
     r = spec.recipe
     optimizer = torch.optim.SGD(trainable, lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay,
@@ -208,7 +274,8 @@ def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
 
     ckpt_path = out_dir / "checkpoint.pt"
     start, history, best, mlflow_id = 0, [], float("inf"), None
-    state = load_checkpoint(ckpt_path, objective, optimizer, device, log)
+    identity = {"spec_sha256": spec_sha256(spec), "teacher_sha256": teacher_info and teacher_info["sha256"]}
+    state = load_checkpoint(ckpt_path, objective, optimizer, device, log, identity)
     if state is not None:
         start, history, best = state["epoch"], state["history"], state["best"]
         log(f"[{spec.run_id}] resuming after epoch {start}/{r.epochs} from {ckpt_path}")
@@ -245,15 +312,15 @@ def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
 
                 png = attention_snapshot(student, teacher, probe[0], y=probe[1])
                 tracker.log_png(png, f"attention/epoch_{epoch + 1:03d}.png")
-            atomic_save({"objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
-                         "epoch": epoch + 1, "history": history, "best": best}, ckpt_path)
+            atomic_save({"objective": trained_state(objective), "optimizer": optimizer.state_dict(),
+                         "epoch": epoch + 1, "history": history, "best": best, **identity}, ckpt_path)
             eta = (r.epochs - epoch - 1) * row["epoch_seconds"]
             test = f" test err {row['test_error']:.2f}%" if "test_error" in row else ""
             log(f"[{spec.run_id}] epoch {epoch + 1}/{r.epochs} loss {row['train_loss']:.4f} "
                 f"train err {row['train_error']:.2f}%{test} "
                 f"{row['images_per_second']:.0f} img/s ETA {eta:.0f}s")
-    except BaseException:
-        tracker.finish("FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
+    except BaseException as e:
+        tracker.finish("KILLED" if isinstance(e, KeyboardInterrupt | Terminated) else "FAILED")
         raise
 
     model_path = out_dir / "model.pt"
@@ -301,20 +368,39 @@ def freeze(model: nn.Module, recipe: Any) -> nn.Module:
     return model
 
 
+def trained_state(objective: nn.Module) -> dict[str, Tensor]:
+    """The objective's state without the frozen teacher: the teacher lives in its own run's model.pt."""
+    return {k: v for k, v in objective.state_dict().items() if not k.startswith("teacher.")}
+
+
 def load_checkpoint(path: Path, objective: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
-                    log: Log) -> dict[str, Any] | None:
-    """Restore a run's last epoch; a truncated or corrupt checkpoint is set aside and the run starts over."""
+                    log: Log, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """Restore a run's last epoch. A truncated or corrupt checkpoint, or one trained under another spec or
+    teacher than ``identity`` names, is set aside and the run starts over."""
     if not path.exists():
         return None
     try:
         state = torch.load(path, map_location=device, weights_only=True)
-        objective.load_state_dict(state["objective"])
-        optimizer.load_state_dict(state["optimizer"])
-        return state
     except Exception as e:  # any unreadable checkpoint: recompute rather than crash the DAG
         path.replace(path.with_suffix(".corrupt"))
         log(f"warning: checkpoint {path} is unreadable ({type(e).__name__}: {e}); training from scratch")
         return None
+    changed = [k for k, v in identity.items() if state.get(k) != v]
+    if changed:
+        path.replace(path.with_suffix(".stale"))
+        log(f"warning: checkpoint {path} was trained under another {' and '.join(k.split('_')[0] for k in changed)} "
+            "than this run's; set aside as checkpoint.stale, training from scratch")
+        return None
+    try:
+        missing, unexpected = objective.load_state_dict(state["objective"], strict=False)
+        if unexpected or any(not k.startswith("teacher.") for k in missing):
+            raise KeyError(f"missing {missing}, unexpected {unexpected}")
+        optimizer.load_state_dict(state["optimizer"])
+    except Exception as e:
+        path.replace(path.with_suffix(".corrupt"))
+        log(f"warning: checkpoint {path} does not fit this run ({type(e).__name__}: {e}); training from scratch")
+        return None
+    return state
 
 
 def train_step(objective: Objective, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, progress: float,

@@ -31,6 +31,8 @@ from .spec import (
     Recipe,
     RunSpec,
     check_keys,
+    check_label,
+    check_name,
     compact_dict,
     data_dict,
 )
@@ -128,7 +130,7 @@ def _columns(cfg: list[Any], where: str) -> list[Column]:
                                c.get("student"), c.get("teacher")))
         else:
             raise ConfigError(f"{where}[{i}]: a column is a method name or {{label, method}}, got {c!r}")
-    labels = [c.label for c in cols]
+    labels = [check_label(c.label, f"{where}.{c.label}") for c in cols]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{where}: duplicate column labels {labels}")
     return cols
@@ -221,7 +223,10 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
     for key in ("datasets", "tables"):
         if not config.get(key):
             raise ConfigError(f"{key}: missing or empty")
-    plan = Plan(name=str(config.get("name", "atlib")), results=str(config.get("results", "results")))
+    plan = Plan(name=check_name(config.get("name", "atlib"), "name"), results=str(config.get("results", "results")))
+    for key in ("datasets", "recipes", "tables"):
+        for name in config.get(key) or {}:
+            check_name(name, f"{key}.{name}")
     seeds = _seeds(config.get("seeds", [0]), "seeds")
     _teacher_seed(config.get("teacher_seed", "same"), "teacher_seed")
     datasets = {k: DataConfig.from_config(v, f"datasets.{k}") for k, v in config["datasets"].items()}
@@ -307,6 +312,7 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
             student = ModelSpec.from_config(row["student"], f"{rwhere}.student")
             teacher = ModelSpec.from_config(row["teacher"], f"{rwhere}.teacher") if row.get("teacher") else None
             label = str(row.get("label") or (f"{student.slug} <- {teacher.slug}" if teacher else student.slug))
+            check_label(label, f"{rwhere}.label")
             row_labels.append(label)
             baseline = defaults_of["baseline"]
             teacher_seeds = t_seeds if row_teacher_seed == "same" else [row_teacher_seed]

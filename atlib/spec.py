@@ -30,6 +30,37 @@ class ConfigError(ValueError):
     """A bad value in a config, reported before any compute is spent."""
 
 
+# Names that become parts of run ids, hence of paths under results/ and of MLflow searches: no separators,
+# no "..", no quotes, no spaces. The schema's propertyNames patterns say the same.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+RUN_ID_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=,@-]*")  # a planned part may add key=value, lists, @
+LABEL_FORBIDDEN = re.compile(r"[\'\"\\\x00-\x1f]")  # labels are free text, but go into MLflow tags and searches
+
+
+def check_name(value: Any, where: str) -> str:
+    """``value`` if it is a safe name (letters, digits, ``. _ + -``; not starting with a dot or dash)."""
+    if not isinstance(value, str) or not NAME.fullmatch(value):
+        raise ConfigError(f"{where}: {value!r} is not a valid name; use letters, digits and . _ + - "
+                          "(starting with a letter or digit): it becomes part of file paths and MLflow searches")
+    return value
+
+
+def check_label(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip() or LABEL_FORBIDDEN.search(value):
+        raise ConfigError(f"{where}: {value!r} is not a valid label; no quotes, backslashes or control "
+                          "characters: it goes into MLflow tags and searches")
+    return value
+
+
+def check_run_id(value: Any, where: str = "run_id") -> str:
+    """A run id is a relative path of safe parts: it names the run's folder under results/runs/."""
+    parts = str(value).split("/")
+    if not all(RUN_ID_PART.fullmatch(p) for p in parts):
+        raise ConfigError(f"{where}: {value!r} is not a valid run id; expected '/'-separated parts of "
+                          "letters, digits and . _ + = , @ - (no '..', no leading '/', no quotes or spaces)")
+    return str(value)
+
+
 # --- methods ----------------------------------------------------------------------------------
 
 METHODS: tuple[str, ...] = ("baseline", "at", "factt", "kd", "at+kd", "grad-at", "symmetry", "min-l2")
@@ -285,16 +316,23 @@ class ModelSpec:
             raise ConfigError(f"{where}.name: {e}") from None
         spec = cls(name=str(cfg["name"]), options=dict(cfg.get("options") or {}))
         check_keys(spec.options, OPTIONS[fam], f"{where}.options")
+        for key, value in spec.options.items():
+            if not RUN_ID_PART.fullmatch(f"{key}={_fmt(value)}"):
+                raise ConfigError(f"{where}.options.{key}: {value!r} cannot name a run; use letters, digits "
+                                  "and . _ + - (a path shows its file name)")
         return spec
 
     @property
     def slug(self) -> str:
-        """The name, plus any option: a path component that tells two configurations apart."""
+        """The name, plus any option: a path component that tells two configurations apart. A path-valued
+        option (e.g. ``pretrained: weights/resnet34-b627a593.pth``) shows its file's stem."""
         return "-".join([self.name, *(f"{k}={_fmt(v)}" for k, v in sorted(self.options.items()))])
 
 
 def _fmt(v: Any) -> str:
-    return str(v).lower() if isinstance(v, bool) else str(v)
+    if isinstance(v, bool):
+        return str(v).lower()
+    return Path(v).stem if isinstance(v, str) and "/" in v else str(v)
 
 
 @dataclass(frozen=True)
@@ -409,7 +447,7 @@ class RunSpec:
         tracking = dict(cfg.get("tracking") or {})
         check_keys(tracking, {"enabled", "experiment", "tags", "store", "attention_every"}, "tracking")
         spec = cls(
-            run_id=str(cfg["run_id"]),
+            run_id=check_run_id(cfg["run_id"]),
             dataset=DataConfig.from_config(cfg["dataset"], "dataset"),
             model=ModelSpec.from_config(cfg["model"], "model"),
             method=Method.from_config(cfg.get("method", "baseline"), "method"),

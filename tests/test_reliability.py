@@ -258,3 +258,56 @@ def test_bad_experiment_config_stops_the_dag_with_one_message(name, change, mess
         errors = [line for line in dag.stdout.splitlines() if line.startswith("atlib:")]
         assert dag.returncode != 0 and len(errors) == 1 and dag_message in errors[0], dag.stdout
     assert not (tmp_path / "results").exists()
+
+
+def _rename(section: str, new: str):
+    def mutate(cfg: dict) -> None:
+        (old,) = cfg[section]
+        cfg[section] = {new: cfg[section][old]}
+        ref = {"datasets": "dataset", "recipes": "recipe"}.get(section)
+        if ref:
+            cfg["tables"]["table1"][ref] = new
+    return mutate
+
+
+def _set(path: tuple, value):
+    def mutate(cfg: dict) -> None:
+        target = cfg
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    return mutate
+
+
+BAD_NAMES = [  # names that would become paths outside results/ or break an MLflow search
+    ("dataset escaping results/", _rename("datasets", "../../x"), "../../x"),
+    ("dataset with a slash", _rename("datasets", "a/b"), "a/b"),
+    ("dataset starting with a dash", _rename("datasets", "-x"), "-x"),
+    ("hidden recipe", _rename("recipes", ".hidden"), ".hidden"),
+    ("recipe with a quote", _rename("recipes", "it's"), "it's"),
+    ("table with a double quote", _rename("tables", 'tab"le'), 'tab"le'),
+    ("table with a space", _rename("tables", "a b"), "a b"),
+    ("config name going up", _set(("name",), "../up"), "../up"),
+    ("column label with a quote", _set(("tables", "table1", "columns"), ["student", {"label": "it's at",
+                                                                              "method": "at"}]), "it's at"),
+    ("row label with a double quote", _set(("tables", "table1", "rows", 0, "label"), 'a"b'), "a"),
+    ("model option with a quote", _set(("tables", "table1", "rows", 0, "student"),
+                                       {"name": "nin-thin", "options": {"batchnorm": "x'y"}}), "x'y"),
+]
+
+
+@pytest.mark.parametrize("name, mutate, shown", BAD_NAMES, ids=[b[0] for b in BAD_NAMES])
+def test_path_like_or_quoted_names_are_refused_by_the_plan_and_the_dag(name, mutate, shown, tmp_path):
+    cfg = yaml.safe_load(SYNTHETIC.read_text())
+    mutate(cfg)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "atlib", "plan", str(path)], capture_output=True, text=True,
+                          cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and shown in lines[0], proc.stderr
+    dag = snakemake(tmp_path, "-n", config=path, timeout=120)
+    errors = [line for line in dag.stdout.splitlines() if line.startswith("atlib:")]
+    assert dag.returncode != 0 and len(errors) == 1 and shown in errors[0], dag.stdout
+    assert not (tmp_path / "results").exists()
+    assert not (ROOT / "x").exists() and not (tmp_path.parent / "x").exists()
