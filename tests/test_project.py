@@ -100,3 +100,13 @@ def test_slurm_profile_options_exist_in_the_plugin_version_we_require():
     (plugin,) = [d for d in deps if d.startswith("snakemake-executor-plugin-slurm")]
     # slurm-status-command first appeared in 2.0.1 (read from the 2.0.0 and 2.0.1 wheels on PyPI)
     assert "status-command" not in used or _version(plugin.split(">=")[1]) >= (2, 0, 1)
+
+
+def test_config_readme_describes_every_key_of_the_schema():
+    text = (ROOT / "config/README.md").read_text()
+    props = SCHEMA["properties"]
+    table = props["tables"]["additionalProperties"]["properties"]
+    keys = {*props, *props["recipes"]["additionalProperties"]["properties"], *table,
+            *table["rows"]["items"]["properties"], *props["resources"]["properties"]}
+    missing = sorted(k for k in keys if f"`{k}`" not in text)
+    assert not missing, missing
