@@ -8,6 +8,9 @@ CONFIG    ?= config/quick.yaml
 CORES     ?= all
 WORKDIR   ?= .
 SNAKEMAKE := $(VENV)/bin/snakemake --configfile $(abspath $(CONFIG)) --cores $(CORES) --directory $(WORKDIR)
+# results/<name>/report.html: the config's `results` and `name` keys
+RESULTS   := $(or $(shell sed -n 's/^results:[[:space:]]*\([^[:space:]#]*\).*/\1/p' $(CONFIG)),results)
+HTML      := $(abspath $(WORKDIR))/$(RESULTS)/$(shell sed -n 's/^name:[[:space:]]*\([^[:space:]#]*\).*/\1/p' $(CONFIG))/report.html
 
 .PHONY: reproduce test lint data slurm
 
@@ -16,7 +19,8 @@ SNAKEMAKE := $(VENV)/bin/snakemake --configfile $(abspath $(CONFIG)) --cores $(C
 # the folder (one started by hand keeps its lock).
 reproduce: $(STAMP) data
 	@mkdir -p $(WORKDIR)/.snakemake
-	@flock -n -E 75 $(WORKDIR)/.snakemake/atlib.flock sh -c '$(PY) -m atlib clear-stale-locks $(WORKDIR) && exec $(SNAKEMAKE)'; \
+	@flock -n -E 75 $(WORKDIR)/.snakemake/atlib.flock sh -c '$(PY) -m atlib clear-stale-locks $(WORKDIR) && $(SNAKEMAKE) && \
+	  $(SNAKEMAKE) --report $(HTML) >/dev/null 2>&1 && echo "HTML report (tables, figures, verdicts): $(HTML)"'; \
 	  rc=$$?; [ $$rc -ne 75 ] || echo "atlib: another reproduction is running in $(WORKDIR)"; exit $$rc
 
 test: $(STAMP) data slurm

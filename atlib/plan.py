@@ -46,6 +46,7 @@ TABLE_KEYS = {"title", "dataset", "recipe", "paper", "columns", "rows", "seeds",
 ROW_KEYS = {"label", "student", "teacher", "dataset", "recipe", "paper_row", "methods", *TEACHER_KEYS}
 COLUMN_KEYS = {"label", "method", "student", "teacher"}
 SPECIAL_COLUMNS = ("student", "teacher")
+RESOURCES = {"mem_mb": 4000, "runtime": 60, "gpu": 0}  # per training job, unless the config says otherwise
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,16 @@ class Plan:
     teacher_of: dict[str, str] = field(default_factory=dict)  # student run id -> teacher run id
     cells: list[Cell] = field(default_factory=list)
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)  # table id -> layout and metadata
+    threads: int = 1  # CPU threads of each training job
+    resources: dict[str, int] = field(default_factory=lambda: dict(RESOURCES))  # per training job
 
     @property
     def teachers(self) -> set[str]:
         return set(self.teacher_of.values())
+
+    def students_waiting(self, run_id: str) -> int:
+        """How many students learn from ``run_id``: the scheduler's priority for it."""
+        return sum(t == run_id for t in self.teacher_of.values())
 
     def run_dir(self, run_id: str) -> str:
         return f"{self.results}/runs/{run_id}"
@@ -227,6 +234,8 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
     for key in ("datasets", "recipes", "tables"):
         for name in config.get(key) or {}:
             check_name(name, f"{key}.{name}")
+    plan.threads = config.get("threads") or 1
+    plan.resources = {**RESOURCES, **(config.get("resources") or {})}
     seeds = _seeds(config.get("seeds", [0]), "seeds")
     _teacher_seed(config.get("teacher_seed", "same"), "teacher_seed")
     datasets = {k: DataConfig.from_config(v, f"datasets.{k}") for k, v in config["datasets"].items()}

@@ -11,7 +11,7 @@ SYNTHETIC = ROOT / "tests/configs/synthetic.yaml"
 
 def snakemake(workdir: Path, *args: str, config: Path = SYNTHETIC, timeout: int = 600) -> subprocess.CompletedProcess:
     """The real snakemake executable on the project's Snakefile, in ``workdir``."""
-    cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+    cmd = [SNAKEMAKE, "-s", str(ROOT / "workflow" / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(config), "--cores", "2", *args]
     return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
 

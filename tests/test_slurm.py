@@ -101,8 +101,8 @@ def cluster() -> Iterator[Cluster]:
 
 
 def snakemake(workdir: Path, *args: str) -> list[str]:
-    return [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--configfile", str(CONFIG),
-            *args]
+    return [SNAKEMAKE, "-s", str(ROOT / "workflow" / "Snakefile"), "--directory", str(workdir),
+            "--configfile", str(CONFIG), *args]
 
 
 def slurm_jobs(env: dict[str, str]) -> dict[str, dict[str, str]]:

@@ -68,8 +68,21 @@ def test_second_run_does_nothing_and_a_deleted_run_is_retrained_alone(done, tmp_
 def test_bad_config_stops_before_any_job(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text((ROOT / "tests/configs/synthetic.yaml").read_text().replace("wrn-10-1", "wrn-11-1"))
-    proc = subprocess.run([SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+    proc = subprocess.run([SNAKEMAKE, "-s", str(ROOT / "workflow" / "Snakefile"), "--directory", str(tmp_path),
                            "--configfile", str(bad), "--cores", "1"], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "tables.table1.rows[0].student.name" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_snakemake_report_is_one_self_contained_file_with_every_table_and_figure(done, tmp_path):
+    workdir, _ = done
+    out = workdir / "results/synthetic/report.html"
+    proc = snakemake(workdir, "--report", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    html = out.read_text()
+    assert out.stat().st_size > 10_000 and 'src="http' not in html  # no fetch from elsewhere to show it
+    figures = sorted(p.name for p in (workdir / "results/synthetic/figures").glob("*.png"))
+    assert figures and all(name in html for name in figures)
+    for name in ("table1.md", "report.md", "Verdicts", "Figures", "Tables"):
+        assert name in html, name

@@ -1,3 +1,4 @@
+# Helpers of the rules: paths and inputs, all read from the plan (atlib.plan).
 import json
 from pathlib import Path
 
@@ -20,6 +21,11 @@ def run_spec(wildcards):
     return json.dumps(PLAN.runs[wildcards.run], sort_keys=True)
 
 
+def waiting_students(wildcards):
+    """A teacher first: every student of it waits for it, so the scheduler starts it before baselines."""
+    return PLAN.students_waiting(wildcards.run)
+
+
 def all_metrics():
     return [run_outputs(r)["metrics"] for r in PLAN.runs]
 
@@ -29,5 +35,5 @@ def print_tables():
         path = Path(f"{REPORT}/tables/{table}.md")
         if path.exists():
             print(path.read_text())
-    print(f"Tables: {REPORT}/tables/  Summary: {REPORT}/summary.csv")
+    print(f"Tables: {REPORT}/tables/  Summary: {REPORT}/summary.csv  Report: {REPORT}/report.md")
     print(f"Browse the runs: mlflow ui --backend-store-uri sqlite:///{PLAN.store} --host 127.0.0.1")

@@ -1,4 +1,4 @@
-from atlib.plan import figure_paths
+from atlib.plan import planned_figures
 
 
 rule figures:
@@ -10,23 +10,15 @@ rule figures:
         summary=f"{REPORT}/summary.csv",
         config=f"{REPORT}/config.yaml",
     output:
-        figure_paths(PLAN, f"{REPORT}/figures"),
+        [report(str(f.path), caption=f"../report/{f.kind}.rst", category="Figures", subcategory=f.table)
+         for f in planned_figures(PLAN, f"{REPORT}/figures")],
     params:
-        out=f"{REPORT}/figures",
+        atlib=ATLIB,
+        out=lambda w, output: Path(output[0]).parent,
+    log:
+        f"{LOGS}/figures.log",
+    conda:
+        "../../environment.yml"
     localrule: True
     shell:
-        "{ATLIB} figures {input.config:q} --out {params.out:q}"
-
-
-rule report:
-    """results/<name>/report.md: every table, a verdict per row, the figures linked relative to it."""
-    input:
-        tables=expand(f"{REPORT}/tables/{{table}}.md", table=PLAN.tables),
-        csv=expand(f"{REPORT}/tables/{{table}}.csv", table=PLAN.tables),
-        figures=rules.figures.output,
-        config=f"{REPORT}/config.yaml",
-    output:
-        f"{REPORT}/report.md",
-    localrule: True
-    shell:
-        "{ATLIB} report {input.config:q} --out {output:q}"
+        "{params.atlib} figures {input.config:q} --out {params.out:q} > {log:q} 2>&1"

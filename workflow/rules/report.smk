@@ -1,23 +1,18 @@
-rule aggregate:
+rule report:
+    """results/<name>/report.md: every table, the paper's claims with paired intervals, the figures."""
     input:
-        metrics=all_metrics(),
+        tables=expand(f"{REPORT}/tables/{{table}}.md", table=PLAN.tables),
+        csv=expand(f"{REPORT}/tables/{{table}}.csv", table=PLAN.tables),
+        figures=rules.figures.output,
         config=f"{REPORT}/config.yaml",
     output:
-        f"{REPORT}/summary.csv",
-    localrule: True
-    shell:
-        "{ATLIB} aggregate {input.config:q} --out {output:q}"
-
-
-rule tables:
-    input:
-        summary=f"{REPORT}/summary.csv",
-        config=f"{REPORT}/config.yaml",
-    output:
-        expand(f"{REPORT}/tables/{{table}}.md", table=PLAN.tables),
-        expand(f"{REPORT}/tables/{{table}}.csv", table=PLAN.tables),
+        report(f"{REPORT}/report.md", caption="../report/verdicts.rst", category="Verdicts"),
     params:
-        out=f"{REPORT}/tables",
+        atlib=ATLIB,
+    log:
+        f"{LOGS}/report.log",
+    conda:
+        "../../environment.yml"
     localrule: True
     shell:
-        "{ATLIB} tables {input.config:q} --summary {input.summary:q} --out {params.out:q} --quiet"
+        "{params.atlib} report {input.config:q} --out {output:q} > {log:q} 2>&1"
