@@ -12,7 +12,7 @@ SNAKEMAKE := $(VENV)/bin/snakemake --configfile $(abspath $(CONFIG)) --cores $(C
 RESULTS   := $(or $(shell sed -n 's/^results:[[:space:]]*\([^[:space:]#]*\).*/\1/p' $(CONFIG)),results)
 HTML      := $(abspath $(WORKDIR))/$(RESULTS)/$(shell sed -n 's/^name:[[:space:]]*\([^[:space:]#]*\).*/\1/p' $(CONFIG))/report.html
 
-.PHONY: reproduce test lint data slurm
+.PHONY: reproduce test lint data slurm chromium
 
 # flock is released by the kernel even when a run is SIGKILLed, so holding it proves no other
 # reproduction runs here; Snakemake's own lock is cleared only when no snakemake process works in
@@ -20,10 +20,12 @@ HTML      := $(abspath $(WORKDIR))/$(RESULTS)/$(shell sed -n 's/^name:[[:space:]
 reproduce: $(STAMP) data
 	@mkdir -p $(WORKDIR)/.snakemake
 	@flock -n -E 75 $(WORKDIR)/.snakemake/atlib.flock sh -c '$(PY) -m atlib clear-stale-locks $(WORKDIR) && $(SNAKEMAKE) && \
+	  ( cd $(WORKDIR) && $(abspath $(PY)) -m atlib mlflow-sync $(abspath $(CONFIG)) && \
+	    $(abspath $(PY)) -m atlib mlflow-summary $(abspath $(CONFIG)) >/dev/null || true ) && \
 	  $(SNAKEMAKE) --report $(HTML) >/dev/null 2>&1 && echo "HTML report (tables, figures, verdicts): $(HTML)"'; \
 	  rc=$$?; [ $$rc -ne 75 ] || echo "atlib: another reproduction is running in $(WORKDIR)"; exit $$rc
 
-test: $(STAMP) data slurm
+test: $(STAMP) data slurm chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
 
@@ -41,6 +43,11 @@ $(STAMP): pyproject.toml
 slurm:
 	@if ! command -v slurmctld >/dev/null && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && apt-get install -y -qq slurmctld slurmd slurm-client munge; fi
+
+# The MLflow UI test drives a headless Chromium (scripts/ui_check.py); without it that test is skipped.
+chromium:
+	@if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && apt-get install -y -qq chromium; fi
 
 # Debian ships the original Fashion-MNIST IDX files; elsewhere point a config's root at a copy.
 data:

@@ -10,8 +10,9 @@ from typing import Any
 
 import yaml
 
-from . import server
-from .spec import METHODS, ConfigError, DataError
+from . import methods, server
+from .plan import load_plan, load_yaml
+from .spec import ConfigError, DataError
 
 
 def _param(text: str) -> tuple[str, Any]:
@@ -20,17 +21,6 @@ def _param(text: str) -> tuple[str, Any]:
     key, value = text.split("=", 1)
     return key, yaml.safe_load(value)
 
-
-def load_yaml(path: str) -> Any:
-    """Read a YAML file (or standard input for ``-``); a syntax error names the file and line."""
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
 
 
 def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -83,10 +73,10 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _recorded_model(run_dir: str) -> dict[str, Any]:
-    from .engine import read_metrics
+    from .rundir import read_metrics
 
     try:
-        m = read_metrics(Path(run_dir))
+        m = read_metrics(run_dir)
     except (OSError, ValueError):
         raise ConfigError(f"teacher: {run_dir}/metrics.json cannot be read; train the teacher first, "
                           "or name its model with --teacher-model") from None
@@ -107,12 +97,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 128 + signal.SIGTERM
     print(f"[{spec.run_id}] final test error {metrics['final_test_error']:.2f}% -> {out}/metrics.json")
     return 0
-
-
-def load_plan(path: str) -> Any:
-    from .plan import build_plan
-
-    return build_plan(load_yaml(path) or {})
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -136,15 +120,46 @@ def cmd_mlflow_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mlflow_sync(args: argparse.Namespace) -> int:
+    from .tracking import sync_runs
+
+    # a results folder holds the config as the DAG resolved it (--config overrides included)
+    plan = load_plan(str(Path(args.config, "config.yaml")) if Path(args.config).is_dir() else args.config)
+    return 0 if sync_runs(Path(plan.run_dir(run)) for run in plan.runs) else 1
+
+
+def cmd_mlflow_summary(args: argparse.Namespace) -> int:
+    """``atlib mlflow-summary CONFIG``: one MLflow summary run per table; 'table<TAB>experiment<TAB>run<TAB>URL'
+    lines in results/<name>/mlflow-summary.tsv."""
+    from functools import partial
+
+    from .rundir import atomic_write_text
+    from .tracking import log_summaries, retry, retry_seconds, tracking_uri, ui_url
+
+    plan = load_plan(args.config)
+    try:  # idempotent: a retry after a partial failure updates what it had written
+        done = retry(partial(log_summaries, plan, tracking_uri(plan.store)), retry_seconds())
+    except Exception as e:  # the tables and report are written: only their MLflow view waits
+        print(f"atlib: error: MLflow summary runs failed ({type(e).__name__}: {e}); run this again once the store "
+              "is reachable", file=sys.stderr)
+        return 1
+    rows = [(table, exp, run, ui_url(exp, run)) for table, exp, run in done]
+    out = Path(args.out or f"{plan.results}/{plan.name}/mlflow-summary.tsv")
+    atomic_write_text(out, "".join("\t".join(row) + "\n" for row in rows))
+    for table, _, _, url in rows:
+        print(f"MLflow summary of {table}: {url}")
+    return 0
+
+
 def cmd_aggregate(args: argparse.Namespace) -> int:
-    from .engine import atomic_write_bytes
+    from .rundir import atomic_write_text
     from .tables import aggregate
 
     plan = load_plan(args.config)
     summary = aggregate(plan)
     out = Path(args.out or f"{plan.results}/{plan.name}/summary.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, lambda f: f.write(summary.to_csv(index=False).encode()))
+    atomic_write_text(out, summary.to_csv(index=False))
     print(f"{len(summary)}/{len(plan.runs)} runs finished -> {out}")
     return 0
 
@@ -168,21 +183,34 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    from .figures import cmd_figures as run
+    """``atlib figures CONFIG [--out DIR]``: every figure of the config (default results/<name>/figures)."""
+    from .figures import write_figures
 
-    return run(args)
+    plan = load_plan(args.config)
+    out = Path(args.out or f"{plan.results}/{plan.name}/figures")
+    paths = write_figures(plan, out)
+    print(f"{len(paths)} figures -> {out}")
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import cmd_report as run
+    """``atlib report CONFIG [--out FILE]``: results/<name>/report.md from its tables/ and figures/."""
+    from .report import write_report
 
-    return run(args)
+    plan = load_plan(args.config)
+    base = Path(f"{plan.results}/{plan.name}")
+    out = write_report(plan, base / "tables", base / "figures", Path(args.out or base / "report.md"))
+    print(f"Report: {out}")
+    return 0
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from .prepare import cmd_prepare as run
+    from .prepare import prepare_cub, prepare_scenes
 
-    return run(args)
+    prepare = {"cub": prepare_cub, "scenes": prepare_scenes}[args.dataset]
+    n = prepare(Path(args.src), Path(args.dst))
+    print(f"{n} {args.dataset} images in {args.dst}/train and {args.dst}/val")
+    return 0
 
 
 def tag_cells(plan: Any, summary: Any) -> None:
@@ -227,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--test-size", type=int, help="use the first N test images")
     g = t.add_argument_group("model and method")
     g.add_argument("--model", help="student (or teacher) model, e.g. wrn-16-1, nin-thin, resnet-18")
-    g.add_argument("--method", choices=METHODS, help="training method (default baseline)")
+    g.add_argument("--method", choices=methods.names(), help="training method (default baseline)")
     g.add_argument("--param", type=_param, action="append", metavar="KEY=VALUE",
                    help="method parameter, e.g. beta=1000, T=4, alpha=0.9, p=2, mapping=max, groups=[0,1]")
     g.add_argument("--teacher", help="teacher run directory (holding model.pt and metrics.json)")
@@ -272,6 +300,20 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--store", help="SQLite file (default results/mlflow.db; MLFLOW_TRACKING_URI overrides)")
     m.add_argument("--out", help="write 'name<TAB>id' lines here")
     m.set_defaults(func=cmd_mlflow_init)
+    m = sub.add_parser("mlflow-sync", help="complete the MLflow run of every finished run from its metrics.json",
+                       description="Make MLflow hold exactly one FINISHED run per finished run of a config, with "
+                                   "every epoch's metrics once: completes the runs of jobs that went on without "
+                                   "MLflow (a store locked or a server down for longer than "
+                                   "$ATLIB_MLFLOW_RETRY_SECONDS). Prints one line per run it changed.")
+    m.add_argument("config", help="experiment config YAML, or its results folder (results/<name>)")
+    m.set_defaults(func=cmd_mlflow_sync)
+    m = sub.add_parser("mlflow-summary", help="one MLflow run per table: its medians, table, figures and report",
+                       description="Log one MLflow run per table of a config (tags summary=<name>, table=<table>; "
+                                   "updated in place when run again): each cell's median as a metric, the table, "
+                                   "its figures and report.md as artifacts, and links to the cells' runs.")
+    m.add_argument("config", help="experiment config YAML (e.g. results/<name>/config.yaml)")
+    m.add_argument("--out", help="marker file (default results/<name>/mlflow-summary.tsv)")
+    m.set_defaults(func=cmd_mlflow_summary)
     server.add_parser(sub)
 
     u = sub.add_parser("clear-stale-locks", help="remove Snakemake's locks left by a killed run",

@@ -1,15 +1,14 @@
 """One training loop for teachers and students.
 
-Outputs of a run directory:
-    checkpoint.pt  every epoch, by atomic replace; removed once the run is complete
-    model.pt       final weights and what they are (model, dataset, classes)
-    metrics.json   the contract with reporting: final/best error, per-epoch history, config, environment
-A run started again with a checkpoint present resumes from it, with the same MLflow run.
+A run is built (:func:`build_run`: data, networks, the method's objective, the optimizer; every check
+before any file is written), then trained epoch by epoch into its run directory (``atlib.rundir``),
+resuming from its checkpoint when one is there, with the same MLflow run.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -18,22 +17,24 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from . import STARTED, __version__
+from . import STARTED, __version__, rundir
 from .data import Source, load, set_augmentation
 from .losses import Objective, Step
 from .models import build_model, num_parameters
-from .spec import ConfigError, RunSpec
-from .tracking import NullTracker, Tracker, tracking_uri
+from .spec import ConfigError, RunSpec, compact_dict
+from .tracking import NullTracker, Tracker, run_name, standard_tags, tracking_uri
 
 Log = Callable[[str], None]
 
@@ -46,65 +47,8 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
-class RunBusy(ConfigError):
-    """Another process is training into the same run directory."""
-
-
 class Terminated(BaseException):
     """SIGTERM (e.g. SLURM's time limit): stop at once, keep the last epoch's checkpoint for a resume."""
-
-
-# --- files ------------------------------------------------------------------------------------
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
-    """Write through a temporary file in the same folder and rename it: readers never see a partial file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    atomic_write_bytes(path, lambda f: torch.save(obj, f))
-
-
-def atomic_write_json(obj: Any, path: Path) -> None:
-    atomic_write_bytes(path, lambda f: f.write(json.dumps(obj, indent=1, sort_keys=True).encode()))
-
-
-def remove_stale_temporaries(folder: Path) -> None:
-    """Temporary files of atomic writes that a killed process never renamed."""
-    for tmp in folder.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
-
-
-@contextmanager
-def run_lock(out_dir: Path) -> Iterator[None]:
-    """Hold ``out_dir/run.lock`` for the run's whole life: a second writer (a resubmitted SLURM job meeting
-    its orphaned predecessor, a second snakemake) is refused. The kernel drops the lock when its holder
-    dies, even by SIGKILL, so a stale lock never blocks a rerun."""
-    path = out_dir / "run.lock"
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            raise RunBusy(f"run {out_dir} is being trained by another process ({f.read().strip() or 'pid unknown'}); "
-                          "wait for it or stop it") from None
-        f.truncate(0)
-        f.write(f"pid {os.getpid()} on {platform.node()}\n")
-        f.flush()
-        yield
 
 
 @contextmanager
@@ -125,13 +69,10 @@ def sigterm_raises() -> Iterator[None]:
 
 
 def spec_sha256(spec: RunSpec) -> str:
-    """What a checkpoint was trained under: the resolved spec, except where its run is logged."""
-    settings = {k: v for k, v in spec.to_dict().items() if k != "tracking"}
+    """What a checkpoint was trained under: the resolved spec, except where its run is logged. Its compact form
+    (what differs from the defaults), so a new option whose default keeps the old behaviour stales nothing."""
+    settings = {k: v for k, v in compact_dict(spec).items() if k != "tracking"}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-
-
-def read_metrics(run_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / "metrics.json").read_text())
 
 
 # --- environment ------------------------------------------------------------------------------
@@ -141,10 +82,33 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError("device: 'cuda' requested, but no CUDA device is available")
     if name == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
-    # Several jobs per machine (profiles/gpu): take the GPU with the most free memory, so concurrent
-    # jobs spread over the cards instead of all landing on cuda:0.
-    free = [torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count())]
-    return torch.device("cuda", max(range(len(free)), key=free.__getitem__))
+    count = torch.cuda.device_count()
+    return torch.device("cuda", claim_gpu(count, tempfile.gettempdir()) if count > 1 else 0)
+
+
+@functools.cache  # a process that trains several runs keeps the card it holds
+def claim_gpu(count: int, lock_dir: str) -> int:
+    """The visible card this process trains on, held for the process's life by an exclusive flock on
+    ``lock_dir/atlib-gpu-<index>.lock``. Several jobs per machine (profiles/gpu) started at the same moment
+    all see the same free memory, so picking by free memory put them all on one card; a lock has one
+    holder, so they take different cards. The first card nobody holds is taken; when every card is held,
+    the one with the most free memory is shared. The kernel drops a lock when its holder dies, even by
+    SIGKILL. A lock names a visible index: jobs under different CUDA_VISIBLE_DEVICES lists should not share a
+    lock folder, or they avoid cards that are in fact free."""
+    for index in range(count):
+        try:
+            # read-only: a lock file another user created (mode 0644) can still be locked
+            fd = os.open(Path(lock_dir) / f"atlib-gpu-{index}.lock", os.O_RDONLY | os.O_CREAT, 0o666)
+        except OSError:
+            continue  # a lock this user cannot open: leave that card to the fallback below
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return index  # fd stays open, unreferenced, until the process exits: so does the lock
+    free = [torch.cuda.mem_get_info(i)[0] for i in range(count)]
+    return max(range(count), key=free.__getitem__)
 
 
 def git_commit() -> str | None:
@@ -176,38 +140,37 @@ def check_teacher(spec: RunSpec, source: Source) -> dict[str, Any]:
     """Refuse a teacher that is not the one the config names, before any model is built."""
     ref = spec.teacher
     assert ref is not None
-    run_dir = Path(ref.run_dir)
-    ckpt, metrics_path = run_dir / "model.pt", run_dir / "metrics.json"
-    for path in (ckpt, metrics_path):
+    folder = Path(ref.run_dir)
+    model, metrics = rundir.model_file(folder), rundir.metrics_file(folder)
+    for path in (model, metrics):
         if not path.is_file():
             raise TeacherError(f"teacher.run_dir: {path} does not exist; train the teacher first")
     try:
-        recorded = json.loads(metrics_path.read_text())
-    except json.JSONDecodeError as e:
-        raise TeacherError(f"teacher.run_dir: {metrics_path} is not valid JSON ({e})") from None
+        recorded = rundir.read_metrics(folder)
+    except ValueError as e:
+        raise TeacherError(f"teacher.run_dir: {metrics} is not valid JSON ({e})") from None
     expected = {"model": ref.model.name, "model_options": ref.model.options, "dataset": spec.dataset.name,
                 "num_classes": source.num_classes, "input_shape": list(source.input_shape)}
     for key, want in expected.items():
         if recorded.get(key) != want:
-            raise TeacherError(f"teacher: {metrics_path} records {key} = {recorded.get(key)!r}, "
+            raise TeacherError(f"teacher: {metrics} records {key} = {recorded.get(key)!r}, "
                                f"the config expects {want!r}")
-    digest = sha256(ckpt)
+    digest = rundir.sha256(model)
     if digest != recorded.get("checkpoint_sha256"):
-        raise TeacherError(f"teacher: {ckpt} has SHA-256 {digest[:12]}..., its run recorded "
+        raise TeacherError(f"teacher: {model} has SHA-256 {digest[:12]}..., its run recorded "
                            f"{str(recorded.get('checkpoint_sha256'))[:12]}...: the file changed after training")
     err = recorded.get("final_test_error")
     if ref.max_error is not None and (err is None or err > ref.max_error):
-        raise TeacherError(f"teacher.max_error: teacher {run_dir} has test error {err}%, above the gate "
+        raise TeacherError(f"teacher.max_error: teacher {folder} has test error {err}%, above the gate "
                            f"of {ref.max_error}%")
     return {"sha256": digest, "run_id": recorded.get("mlflow_run_id"), "test_error": err}
 
 
 def load_teacher(spec: RunSpec, source: Source, device: torch.device) -> nn.Module:
     assert spec.teacher is not None
-    state = torch.load(Path(spec.teacher.run_dir) / "model.pt", map_location=device, weights_only=True)
     teacher = build_model(spec.teacher.model.name, source.input_shape[0], source.num_classes,
                           **spec.teacher.model.options)
-    teacher.load_state_dict(state["state_dict"])
+    teacher.load_state_dict(rundir.load_state(spec.teacher.run_dir, device))
     return teacher.to(device).eval().requires_grad_(False)
 
 
@@ -235,9 +198,26 @@ def _progress(total: int, desc: str) -> Any:
     return None
 
 
-def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
-    """Train (or resume) one run into ``out_dir`` and return its metrics."""
-    out_dir = Path(out_dir)
+@dataclass
+class Run:
+    """Everything a run needs before its first epoch, built and checked by :func:`build_run`."""
+
+    spec: RunSpec
+    device: torch.device
+    source: Source
+    student: nn.Module
+    teacher: nn.Module | None
+    teacher_info: dict[str, Any] | None  # SHA-256, MLflow run and test error of the teacher
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+
+    def amp(self) -> Any:
+        # bf16 autocast on CUDA: tensor-core precision for convolutions; plain float32 on the CPU
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
+
+
+def build_run(spec: RunSpec) -> Run:
+    """Data, networks, objective and optimizer of a run; every check of its config happens here."""
     if spec.threads:
         torch.set_num_threads(spec.threads)
     device = resolve_device(spec.device)
@@ -246,74 +226,90 @@ def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
     teacher_info = check_teacher(spec, source) if spec.teacher else None
     source = source.to(device)
 
-    seed_everything(spec.seed)
+    seed_everything(spec.seed)  # the student's initial weights, then any adapter's, come from the seed
     student = build_model(spec.model.name, source.input_shape[0], source.num_classes, **spec.model.options)
     student = freeze(student, spec.recipe).to(device)
     teacher = load_teacher(spec, source, device) if spec.teacher else None
     if device.type == "cuda":
-        # channels_last + bf16: tensor-core friendly layout and precision for convolutions
+        # channels_last: the tensor-core friendly layout for convolutions under bf16
         student = student.to(memory_format=torch.channels_last)
         if teacher is not None:
             teacher = teacher.to(memory_format=torch.channels_last)
     objective = Objective(spec.method, student, teacher, source.input_shape, device)
-    out_dir.mkdir(parents=True, exist_ok=True)  # only now: every config check has passed
-    with run_lock(out_dir), sigterm_raises():
-        remove_stale_temporaries(out_dir)
-        return _train(spec, out_dir, log, device, source, student, teacher, teacher_info, objective)
-
-
-def _train(spec: RunSpec, out_dir: Path, log: Log, device: torch.device, source: Source, student: nn.Module,
-           teacher: nn.Module | None, teacher_info: dict[str, Any] | None, objective: Objective) -> dict[str, Any]:
-    trainable = [p for p in objective.parameters() if p.requires_grad]
+    if spec.recipe.compile:
+        # In place (nn.Module.compile): checkpoints keep their keys, and evaluate() runs the student eagerly,
+        # so only the training step is compiled. Its cost and effect: the comment of atlib.spec.Recipe.compile.
+        objective.compile()
     r = spec.recipe
-    optimizer = torch.optim.SGD(trainable, lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay,
-                                nesterov=r.nesterov)
+    optimizer = torch.optim.SGD([p for p in objective.parameters() if p.requires_grad], lr=r.lr,
+                                momentum=r.momentum, weight_decay=r.weight_decay, nesterov=r.nesterov)
+    return Run(spec, device, source, student, teacher, teacher_info, objective, optimizer)
 
-    def amp() -> Any:
-        return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
-    ckpt_path = out_dir / "checkpoint.pt"
-    start, history, best, mlflow_id = 0, [], float("inf"), None
-    identity = {"spec_sha256": spec_sha256(spec), "teacher_sha256": teacher_info and teacher_info["sha256"]}
-    state = load_checkpoint(ckpt_path, objective, optimizer, device, log, identity)
-    if state is not None:
-        start, history, best = state["epoch"], state["history"], state["best"]
-        log(f"[{spec.run_id}] resuming after epoch {start}/{r.epochs} from {ckpt_path}")
-
+def run_tags(spec: RunSpec, teacher_info: dict[str, Any] | None) -> dict[str, str]:
+    """The MLflow tags of a run: what it is, where its teacher is, and where it ran; MLflow's own tags too
+    (git commit, user, a description), which its UI shows in its fields."""
+    commit = git_commit()
     tags = {"role": "student" if spec.teacher else "teacher-or-baseline", "dataset": spec.dataset.name,
             "model": spec.model.slug, "method": spec.method.name, "seed": str(spec.seed),
-            "run": spec.run_id, "git_commit": str(git_commit())}
-    if teacher_info:
+            "run": spec.run_id, "git_commit": str(commit)}
+    tags |= standard_tags(spec.to_dict(), teacher_info and teacher_info["run_id"], commit)
+    if teacher_info and spec.teacher:
         tags |= {"teacher_run": str(teacher_info["run_id"]), "teacher_sha256": teacher_info["sha256"],
                  "teacher_dir": spec.teacher.run_dir}
     if os.environ.get("SLURM_JOB_ID"):
         tags["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
-    tags |= {k: str(v) for k, v in spec.tracking.get("tags", {}).items()}
+    return tags | {k: str(v) for k, v in spec.tracking.get("tags", {}).items()}
+
+
+def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
+    """Train (or resume) one run into ``out_dir`` and return its metrics."""
+    run = build_run(spec)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: every config check has passed
+    with rundir.run_lock(out_dir), sigterm_raises():
+        rundir.remove_stale_temporaries(out_dir)
+        return train_epochs(run, out_dir, log)
+
+
+def train_epochs(run: Run, out_dir: Path, log: Log = print) -> dict[str, Any]:
+    """The epochs of a built run, from its checkpoint if it has one, then model.pt and metrics.json."""
+    spec, r, student, source = run.spec, run.spec.recipe, run.student, run.source
+    identity = {"spec_sha256": spec_sha256(spec), "teacher_sha256": run.teacher_info and run.teacher_info["sha256"]}
+    start, history, best, mlflow_id = 0, [], float("inf"), None
+    state = load_checkpoint(out_dir, run.objective, run.optimizer, run.device, log, identity)
+    if state is not None:
+        start, history, best = state["epoch"], state["history"], state["best"]
+        log(f"[{spec.run_id}] resuming after epoch {start}/{r.epochs} from {rundir.checkpoint_file(out_dir)}")
+
     tracker: Tracker | NullTracker = NullTracker()
     if spec.tracking.get("enabled", True):
         tracker = Tracker(tracking_uri(spec.tracking.get("store")), spec.tracking.get("experiment", "atlib"),
-                          spec.run_id, tags, spec.to_dict(), resume=state is not None)
+                          run_name(spec.to_dict()), run_tags(spec, run.teacher_info), spec.to_dict(),
+                          resume=state is not None, system_metrics=True)
         mlflow_id = tracker.run_id
     # A fixed test batch whose attention maps (student beside teacher) go to MLflow a few times per
-    # run, so the UI shows the maps converging; off with tracking.attention_every: 0.
+    # run, as image 'attention' at step = epoch, so the UI's slider shows the maps converging; off with
+    # tracking.attention_every: 0.
     every = spec.tracking.get("attention_every", max(1, r.epochs // 5))
     probe = next(source.test_batches(8)) if every and spec.tracking.get("enabled", True) else None
     startup = time.perf_counter() - STARTED  # imports, data load, model build, MLflow: all but the epochs
     try:
         for epoch in range(start, r.epochs):
-            row = _train_epoch(objective, optimizer, source, spec, epoch, amp, log)
+            row = _train_epoch(run.objective, run.optimizer, source, spec, epoch, run.amp, log)
             if r.evaluates(epoch):
-                row["test_error"], row["test_error_top5"] = evaluate(student, source, r.eval_batch_size, amp)
+                row["test_error"], row["test_error_top5"] = evaluate(student, source, r.eval_batch_size, run.amp)
                 best = min(best, row["test_error"])
             history.append(row)
             tracker.log_metrics(epoch + 1, row)
             if probe is not None and ((epoch + 1) % every == 0 or epoch + 1 == r.epochs):
-                from .figures import attention_snapshot
+                from .maps import attention_snapshot
 
-                png = attention_snapshot(student, teacher, probe[0], y=probe[1])
-                tracker.log_png(png, f"attention/epoch_{epoch + 1:03d}.png")
-            atomic_save({"objective": trained_state(objective), "optimizer": optimizer.state_dict(),
-                         "epoch": epoch + 1, "history": history, "best": best, **identity}, ckpt_path)
+                png = attention_snapshot(student, run.teacher, probe[0], y=probe[1])
+                tracker.log_image(png, "attention", epoch + 1)
+            rundir.save_checkpoint(out_dir, {"objective": trained_state(run.objective),
+                                             "optimizer": run.optimizer.state_dict(), "epoch": epoch + 1,
+                                             "history": history, "best": best, **identity})
             eta = (r.epochs - epoch - 1) * row["epoch_seconds"]
             test = f" test err {row['test_error']:.2f}%" if "test_error" in row else ""
             log(f"[{spec.run_id}] epoch {epoch + 1}/{r.epochs} loss {row['train_loss']:.4f} "
@@ -323,30 +319,29 @@ def _train(spec: RunSpec, out_dir: Path, log: Log, device: torch.device, source:
         tracker.finish("KILLED" if isinstance(e, KeyboardInterrupt | Terminated) else "FAILED")
         raise
 
-    model_path = out_dir / "model.pt"
     meta = {"model": spec.model.name, "model_options": spec.model.options, "dataset": spec.dataset.name,
             "num_classes": source.num_classes, "input_shape": list(source.input_shape)}
-    atomic_save({"meta": meta, "state_dict": {k: v.cpu() for k, v in student.state_dict().items()}},
-                model_path)
+    model_path = rundir.save_model(out_dir, meta, student.state_dict())
     last = history[-1] if history else {}
     if r.epochs == 0:  # a given model (e.g. a pretrained teacher): evaluated, not trained
-        last = dict(zip(("test_error", "test_error_top5"), evaluate(student, source, r.eval_batch_size, amp),
+        last = dict(zip(("test_error", "test_error_top5"), evaluate(student, source, r.eval_batch_size, run.amp),
                         strict=True))
         best = last["test_error"]
     metrics = {
         **meta, "run_id": spec.run_id, "seed": spec.seed, "method": spec.method.name,
         "final_test_error": last.get("test_error"), "final_test_error_top5": last.get("test_error_top5"),
         "best_test_error": best if last else None, "epochs": len(history), "history": history,
-        "num_parameters": num_parameters(student), "checkpoint_sha256": sha256(model_path),
+        "num_parameters": num_parameters(student), "checkpoint_sha256": rundir.sha256(model_path),
         "checkpoint_bytes": model_path.stat().st_size,
         "train_seconds": sum(h["epoch_seconds"] for h in history), "startup_seconds": startup,
-        "teacher": teacher_info, "mlflow_run_id": mlflow_id, "config": spec.to_dict(),
-        "environment": environment(device),
+        "teacher": run.teacher_info, "mlflow_run_id": mlflow_id, "config": spec.to_dict(),
+        "environment": environment(run.device),
     }
-    atomic_write_json(metrics, out_dir / "metrics.json")
-    tracker.log_artifact(out_dir / "metrics.json")
+    tracker.log_artifact(rundir.write_metrics(out_dir, metrics))
+    if spec.teacher is None:  # a teacher or a baseline (tag role=teacher-or-baseline): its weights may teach
+        tracker.log_artifact(model_path)
     tracker.finish()
-    ckpt_path.unlink(missing_ok=True)
+    rundir.remove_checkpoint(out_dir)
     return metrics
 
 
@@ -373,21 +368,22 @@ def trained_state(objective: nn.Module) -> dict[str, Tensor]:
     return {k: v for k, v in objective.state_dict().items() if not k.startswith("teacher.")}
 
 
-def load_checkpoint(path: Path, objective: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+def load_checkpoint(folder: Path, objective: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
                     log: Log, identity: dict[str, Any]) -> dict[str, Any] | None:
     """Restore a run's last epoch. A truncated or corrupt checkpoint, or one trained under another spec or
     teacher than ``identity`` names, is set aside and the run starts over."""
-    if not path.exists():
-        return None
+    path = rundir.checkpoint_file(folder)
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        state = rundir.load_checkpoint_file(folder, device)
     except Exception as e:  # any unreadable checkpoint: recompute rather than crash the DAG
-        path.replace(path.with_suffix(".corrupt"))
+        rundir.set_aside_checkpoint(folder, "corrupt")
         log(f"warning: checkpoint {path} is unreadable ({type(e).__name__}: {e}); training from scratch")
+        return None
+    if state is None:
         return None
     changed = [k for k, v in identity.items() if state.get(k) != v]
     if changed:
-        path.replace(path.with_suffix(".stale"))
+        rundir.set_aside_checkpoint(folder, "stale")
         log(f"warning: checkpoint {path} was trained under another {' and '.join(k.split('_')[0] for k in changed)} "
             "than this run's; set aside as checkpoint.stale, training from scratch")
         return None
@@ -397,7 +393,7 @@ def load_checkpoint(path: Path, objective: nn.Module, optimizer: torch.optim.Opt
             raise KeyError(f"missing {missing}, unexpected {unexpected}")
         optimizer.load_state_dict(state["optimizer"])
     except Exception as e:
-        path.replace(path.with_suffix(".corrupt"))
+        rundir.set_aside_checkpoint(folder, "corrupt")
         log(f"warning: checkpoint {path} does not fit this run ({type(e).__name__}: {e}); training from scratch")
         return None
     return state
@@ -438,7 +434,8 @@ def _train_epoch(objective: Objective, optimizer: torch.optim.Optimizer, source:
         module.eval()  # frozen parts keep their running statistics too
     steps = max(1, source.train_size // r.batch_size)
     bar = _progress(steps, f"epoch {epoch + 1}/{r.epochs}")
-    # Sums stay on the device: one host sync per epoch instead of one per step.
+    # Sums stay on the device: one host sync per epoch instead of one per step (a GPU trick, not measured yet:
+    # no GPU so far; on the CPU there is nothing to wait for).
     device = next(objective.student.parameters()).device
     loss_sum = torch.zeros((), device=device)
     wrong = torch.zeros((), device=device)

@@ -6,47 +6,36 @@
   median over seeds with a min-max band;
 - per table, every seed's error as a dot, our median, and the paper's number.
 
-Only the object-oriented matplotlib API with the Agg canvas is used (never pyplot): no display is
-needed, and a caller that renders many figures (e.g. the training loop logging attention maps to
-MLflow every epoch) leaks no global figure state. Sizes are binary fractions of an inch at 100 dpi,
-so a figure's pixel size is exactly ``figsize * DPI`` (matplotlib truncates fractional pixels).
+The drawing of attention grids and the figure plumbing (Agg canvas, exact pixel sizes) live in
+``atlib.maps``, which the training loop uses too.
 """
 
 from __future__ import annotations
 
-import argparse
-import io
 import math
-import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
-from torch import Tensor, nn
+from torch import Tensor
 
-from .attention import fp32, resize_to, spatial_map
 from .data import Source, load
-from .models import build_model
+from .maps import HEADER, MIN_COLUMNS, PANEL, attention_grid, network_maps, new_figure, save, suptitle
+from .models import load_run_model
 from .paper import paper_value
 from .plan import Plan, planned_figures
+from .rundir import finished
 from .spec import ConfigError, DataConfig, DataError
-from .tables import METRIC_FIELD, read_run
+from .tables import METRIC_FIELD
 
-DPI = 100
-PANEL = 1.5  # inches per attention panel
-HEADER = 0.5  # inches above the grid for the figure title
-MIN_COLUMNS = 4  # an attention figure is at least this many panels wide, so its title stays readable
 CURVES_SIZE = (6.0, 4.0)
 DOTS_PANEL = (4.0, 3.0)
 DOTS_PER_LINE = 3  # table rows per line of the dots figure
-HEATMAP = "jet"  # the paper's Figure 6 colouring
 ATTENTION_NETWORKS = (("teacher", "teacher"), ("student", "student"), ("at", "AT"))  # (column, panel label)
 CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
@@ -55,124 +44,9 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
 }
 
 
-# --- figure plumbing --------------------------------------------------------------------------
-
-def new_figure(width: float, height: float) -> Figure:
-    """A figure on the Agg canvas; constrained layout keeps titles inside without changing the size."""
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save(fig: Figure, out_path: Path | str) -> Path:
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # no bbox_inches="tight": the pixel size must stay figsize * DPI, which the tests and the report rely on
-    fig.savefig(out, dpi=DPI, format="png")
-    return out
-
-
-def png_bytes(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, dpi=DPI, format="png")
-    return buf.getvalue()
-
-
-def suptitle(fig: Figure, text: str, fontsize: float = 9) -> None:
-    """A figure title wrapped to the figure's width: a narrow figure would otherwise cut it off."""
-    chars = max(20, int(fig.get_figwidth() * 130 / fontsize))  # ~0.55 em per character
-    fig.suptitle("\n".join(textwrap.fill(line, chars) for line in text.splitlines()), fontsize=fontsize)
-
-
 def class_name(dataset: str, index: int) -> str:
     names = CLASS_NAMES.get(dataset, ())
     return names[index] if 0 <= index < len(names) else str(index)
-
-
-# --- attention maps ---------------------------------------------------------------------------
-
-def network_maps(model: nn.Module, x: Tensor, groups: Sequence[int] | None = None) -> tuple[Tensor, dict[int, Tensor]]:
-    """(predicted classes, {group: F^2_sum map upsampled to the input size}) on the CPU.
-
-    The model is put in eval mode (BatchNorm running statistics, as at test time) and restored to
-    its previous mode afterwards, so the training loop can call this mid-epoch.
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            logits, acts = model(x)
-            chosen = range(len(acts)) if groups is None else groups
-            size = (int(x.shape[-2]), int(x.shape[-1]))
-            maps = {g: resize_to(spatial_map(fp32(acts[g]), "sum", 2.0), size).float().cpu() for g in chosen}
-            return logits.argmax(1).cpu(), maps
-    finally:
-        model.train(was_training)
-
-
-def _display_image(image: Tensor) -> tuple[np.ndarray, str | None]:
-    """A normalised (C, H, W) image stretched to [0, 1] for display, and the colour map it needs."""
-    img = image.detach().float().cpu()
-    img = (img - img.min()) / (img.max() - img.min()).clamp_min(1e-8)
-    if img.shape[0] == 1:
-        return img[0].numpy(), "gray"
-    return img[:3].permute(1, 2, 0).numpy(), None
-
-
-def attention_grid(images: Tensor, maps_by_network: Mapping[str, Mapping[int, Tensor]],
-                   labels: Mapping[str, Sequence[str]], truth: Sequence[str] | None = None,
-                   title: str = "") -> Figure:
-    """One row per image: the input, then every group's heat map of each network in order.
-
-    ``maps_by_network``: network name -> {group index: (B, H, W) maps at the input size}.
-    ``labels``: network name -> predicted class text per image (shown above each of its panels,
-    green when it equals ``truth``, red otherwise).
-    """
-    n = len(images)
-    panels = [(net, g) for net, maps in maps_by_network.items() for g in maps]
-    fig = new_figure(PANEL * max(1 + len(panels), MIN_COLUMNS), PANEL * n + HEADER)
-    axes = fig.subplots(n, 1 + len(panels), squeeze=False)
-    for i in range(n):
-        img, cmap = _display_image(images[i])
-        ax = axes[i, 0]
-        ax.imshow(img, cmap=cmap, interpolation="nearest")
-        ax.set_title(("input\n" if i == 0 else "") + (f"label: {truth[i]}" if truth else ""), fontsize=7)
-        for j, (net, g) in enumerate(panels, start=1):
-            ax = axes[i, j]
-            heat = maps_by_network[net][g][i].numpy()
-            # per-panel colour scale, as in the paper: maps of different networks differ in magnitude
-            ax.imshow(heat, cmap=HEATMAP, interpolation="bilinear")
-            ax.set_gid(f"{net}/g{g}/{i}")
-            pred = labels[net][i]
-            colour = "black" if not truth else ("green" if pred == truth[i] else "red")
-            ax.set_title(("" if i else f"{net} g{g}\n") + f"pred: {pred}", fontsize=7, color=colour)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if title:
-        suptitle(fig, title)
-    return fig
-
-
-def snapshot_figure(student: nn.Module, teacher: nn.Module | None, x: Tensor, groups: Sequence[int] | None = None,
-                    y: Tensor | None = None) -> Figure:
-    """The attention grid of a fixed batch ``x`` for a student and (optionally) its teacher."""
-    networks = {"teacher": teacher, "student": student}
-    maps: dict[str, dict[int, Tensor]] = {}
-    labels: dict[str, list[str]] = {}
-    for name, model in networks.items():
-        if model is None:
-            continue
-        pred, maps[name] = network_maps(model, x, groups)
-        labels[name] = [str(int(p)) for p in pred]
-    truth = [str(int(t)) for t in y] if y is not None else None
-    return attention_grid(x, maps, labels, truth, title="F²_sum attention maps")
-
-
-def attention_snapshot(student: nn.Module, teacher: nn.Module | None, x: Tensor, groups: Sequence[int] | None = None,
-                       *, y: Tensor | None = None) -> bytes:
-    """PNG bytes of :func:`snapshot_figure`: what the training loop logs to MLflow on a fixed batch."""
-    return png_bytes(snapshot_figure(student, teacher, x, groups, y))
 
 
 # --- runs of a row ----------------------------------------------------------------------------
@@ -196,20 +70,6 @@ def row_runs(plan: Plan, table: str, row: str, seed: int) -> dict[str, str | Non
 def row_cells(plan: Plan, table: str, row: str) -> dict[str, list[str]]:
     """Column -> every run id of that cell of the row."""
     return {c.column: c.runs for c in plan.cells if c.table == table and c.row == row}
-
-
-def load_run(run_dir: Path | str) -> tuple[nn.Module, dict[str, Any]]:
-    """A finished run's model in eval mode on the CPU, and its metrics; raises if the run is not there."""
-    run_dir = Path(run_dir)
-    metrics = read_run(run_dir)
-    if metrics is None:
-        raise FileNotFoundError(f"{run_dir}/metrics.json")
-    # weights come from model.pt: a pretrained initialisation file need not exist where figures are drawn
-    options = {k: v for k, v in (metrics.get("model_options") or {}).items() if k != "pretrained"}
-    model = build_model(metrics["model"], int(metrics["input_shape"][0]), int(metrics["num_classes"]), **options)
-    state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state["state_dict"])
-    return model.eval(), metrics
 
 
 def fixed_test_images(source: Source, n: int) -> tuple[Tensor, Tensor]:
@@ -250,7 +110,7 @@ def build_attention_figure(plan: Plan, table: str, row: str, images: int = 4, se
         try:
             if run is None:
                 raise FileNotFoundError(f"no {column} run of seed {seed}")
-            model, _ = load_run(plan.run_dir(run))
+            model, _ = load_run_model(plan.run_dir(run))
         except (OSError, ValueError, KeyError, RuntimeError):
             missing.append(label)  # a missing or unreadable run is a note, never a crash
             continue
@@ -271,7 +131,7 @@ def histories(plan: Plan, runs: Sequence[str]) -> pd.DataFrame:
     """One line per (finished run, epoch): run, epoch, test_error, train_error."""
     rows = []
     for run in runs:
-        m = read_run(Path(plan.run_dir(run)))
+        m = finished(plan.run_dir(run))
         for h in (m or {}).get("history") or []:
             rows.append({"run": run, "epoch": h["epoch"], "test_error": h.get("test_error", np.nan),
                          "train_error": h["train_error"]})
@@ -282,7 +142,7 @@ def final_errors(plan: Plan, runs: Sequence[str], metric: str = "top1") -> list[
     """The final test errors of the finished runs among ``runs``."""
     values = []
     for run in runs:
-        m = read_run(Path(plan.run_dir(run)))
+        m = finished(plan.run_dir(run))
         if m is not None and m.get(METRIC_FIELD[metric]) is not None:
             values.append(float(m[METRIC_FIELD[metric]]))
     return values
@@ -416,16 +276,5 @@ def write_figures(plan: Plan, out_dir: Path | str) -> list[Path]:
     return written
 
 
-def cmd_figures(args: argparse.Namespace) -> int:
-    """``atlib figures CONFIG [--out DIR]``: every figure of the config (default results/<name>/figures)."""
-    from .cli import load_plan
-
-    plan = load_plan(args.config)
-    out = Path(getattr(args, "out", None) or f"{plan.results}/{plan.name}/figures")
-    paths = write_figures(plan, out)
-    print(f"{len(paths)} figures -> {out}")
-    return 0
-
-
-__all__ = ["attention_figure", "attention_grid", "attention_snapshot", "cmd_figures", "curves_figure",
+__all__ = ["attention_figure", "curves_figure",
            "dots_figure", "write_figures"]

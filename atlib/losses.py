@@ -1,12 +1,14 @@
 """Distillation losses and the composition of a method's total loss.
 
-Every method is one :class:`Method` (a validated, frozen config) and one :class:`Objective`
-(an ``nn.Module`` that owns the method's trainable parts, e.g. F-ActT's 1x1 adapters, and turns a
-batch into a loss). The engine never branches on the method name.
+Every method is one :class:`Method` (a validated, frozen config), one entry of the registry
+(``atlib.methods``) naming its loss below, and one :class:`Objective` (an ``nn.Module`` that owns the
+method's trainable parts, e.g. F-ActT's 1x1 adapters, and turns a batch into a loss by the entry's
+loss). Neither the engine nor the objective branches on the method name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -59,7 +61,8 @@ def _probe(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> li
 
 
 class Objective(nn.Module):
-    """Turns a batch into the method's total loss. Holds F-ActT's trainable 1x1 adapters."""
+    """Turns a batch into the method's total loss (its registry entry's loss). Holds F-ActT's trainable
+    1x1 adapters."""
 
     def __init__(self, method: Method, student: nn.Module, teacher: nn.Module | None,
                  input_shape: tuple[int, ...], device: torch.device | str = "cpu") -> None:
@@ -67,12 +70,14 @@ class Objective(nn.Module):
         device = torch.device(device)
         if method.needs_teacher and teacher is None:
             raise ConfigError(f"method {method.name!r} needs a teacher, and none is configured")
+        entry = method.definition
         self.method = method
         self.student = student
         self.teacher = teacher
+        self.loss_function = entry.loss_function()
         self.adapters = nn.ModuleList()
         self.groups: tuple[int, ...] = ()
-        if method.name in ("at", "at+kd", "factt"):
+        if entry.groups:
             s_shapes = _probe(student, input_shape, device)
             t_shapes = _probe(teacher, input_shape, device)
             if len(s_shapes) != len(t_shapes):
@@ -84,15 +89,16 @@ class Objective(nn.Module):
                                   f"{len(s_shapes)} groups (indices start at 0)")
             for g in self.groups:
                 (cs, *hs), (ct, *ht) = s_shapes[g], t_shapes[g]
-                if hs != ht and (method.name == "factt" or not method.resize):
+                if hs != ht and (entry.adapters or not method.resize):
                     raise ConfigError(f"method.groups: group {g} is {hs} in the student and {ht} in "
                                       f"the teacher; {method.name} needs equal sizes"
-                                      + (" (set resize: true)" if method.name != "factt" else ""))
-                if method.name == "factt":
+                                      + ("" if entry.adapters else " (set resize: true)"))
+                if entry.adapters:
                     self.adapters.append(nn.Conv2d(cs, ct, 1, bias=False) if cs != ct else nn.Identity())
             self.adapters.to(device)
 
-    def _teacher(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    def teacher_outputs(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The frozen teacher's logits and groups, with no autograd record."""
         assert self.teacher is not None
         with torch.inference_mode():
             return self.teacher(x)
@@ -100,44 +106,76 @@ class Objective(nn.Module):
     def forward(self, x: Tensor, y: Tensor, progress: float, transfer: bool = True) -> Step:
         """The loss of one batch at ``progress`` in [0, 1) of training; ``transfer=False`` (before the
         method's start epoch) is the student's plain cross-entropy, without running the teacher."""
-        m = self.method
-        terms: dict[str, Tensor] = {}
-        if not transfer:
-            logits, _ = self.student(x)
-            ce = F.cross_entropy(logits, y)
-            return Step(ce, logits, {"ce": ce.detach()})
-        if m.name in ("grad-at", "symmetry", "min-l2"):
-            logits, js = input_gradient(self.student, x, y, create_graph=True)
-            if m.name == "grad-at":
-                with torch.enable_grad():
-                    _, jt = input_gradient(self.teacher, x, y, create_graph=False)
-                d = js - jt
-            elif m.name == "symmetry":
-                d = js - hflip(input_gradient(self.student, hflip(x), y, create_graph=True)[1])
-            else:
-                d = js
-            ce = F.cross_entropy(logits, y)
-            penalty = distance(d.flatten(1), m.form)
-            terms["ce"], terms["grad"] = ce.detach(), penalty.detach()
-            return Step(ce + m.beta * penalty, logits, terms)
+        return self.loss_function(self, x, y, progress) if transfer else baseline_step(self, x, y, progress)
 
-        logits, gs = self.student(x)
-        ce = F.cross_entropy(logits, y)
-        terms["ce"] = ce.detach()
-        if m.name == "baseline":
-            return Step(ce, logits, terms)
-        yt, gt = self._teacher(x)
-        if m.name in ("kd", "at+kd"):
-            loss = kd_loss(logits, yt, y, m.T, m.alpha)
-            terms["kd"] = loss.detach()
+
+# --- the losses of the registered methods (atlib.methods) --------------------------------------
+
+def baseline_step(obj: Objective, x: Tensor, y: Tensor, progress: float) -> Step:
+    logits, _ = obj.student(x)
+    ce = F.cross_entropy(logits, y)
+    return Step(ce, logits, {"ce": ce.detach()})
+
+
+def _transfer(obj: Objective, x: Tensor, y: Tensor, progress: float, kd: bool, term: str) -> Step:
+    """CE (or KD) + beta(progress) * the sum over groups of the AT (or F-ActT) term."""
+    m = obj.method
+    logits, gs = obj.student(x)
+    ce = F.cross_entropy(logits, y)
+    terms = {"ce": ce.detach()}
+    yt, gt = obj.teacher_outputs(x)
+    loss = ce
+    if kd:
+        loss = kd_loss(logits, yt, y, m.T, m.alpha)
+        terms["kd"] = loss.detach()
+    beta = m.beta_at(progress)
+    for i, g in enumerate(obj.groups):
+        if term == "factt":
+            value = factt_loss(obj.adapters[i](gs[g]), gt[g], m.form)
         else:
-            loss = ce
-        beta = m.beta_at(progress)
-        for i, g in enumerate(self.groups):
-            if m.name == "factt":
-                term = factt_loss(self.adapters[i](gs[g]), gt[g], m.form)
-            else:
-                term = at_loss(gs[g], gt[g], m.mapping, m.p, m.norm, m.form, m.resize)
-            terms[f"{'factt' if m.name == 'factt' else 'at'}/g{g}"] = term.detach()
-            loss = loss + beta * term
-        return Step(loss, logits, terms)
+            value = at_loss(gs[g], gt[g], m.mapping, m.p, m.norm, m.form, m.resize)
+        terms[f"{term}/g{g}"] = value.detach()
+        loss = loss + beta * value
+    return Step(loss, logits, terms)
+
+
+def at_step(obj: Objective, x: Tensor, y: Tensor, progress: float) -> Step:
+    return _transfer(obj, x, y, progress, kd=False, term="at")
+
+
+def factt_step(obj: Objective, x: Tensor, y: Tensor, progress: float) -> Step:
+    return _transfer(obj, x, y, progress, kd=False, term="factt")
+
+
+def kd_step(obj: Objective, x: Tensor, y: Tensor, progress: float) -> Step:
+    return _transfer(obj, x, y, progress, kd=True, term="at")  # no groups: KD alone
+
+
+def at_kd_step(obj: Objective, x: Tensor, y: Tensor, progress: float) -> Step:
+    return _transfer(obj, x, y, progress, kd=True, term="at")
+
+
+def _gradient(obj: Objective, x: Tensor, y: Tensor, difference: Callable[[Tensor], Tensor]) -> Step:
+    """CE + beta * d(difference(J_S)), J_S = dCE/dx of the student, kept in the graph (double backprop)."""
+    logits, js = input_gradient(obj.student, x, y, create_graph=True)
+    ce = F.cross_entropy(logits, y)
+    penalty = distance(difference(js).flatten(1), obj.method.form)
+    return Step(ce + obj.method.beta * penalty, logits, {"ce": ce.detach(), "grad": penalty.detach()})
+
+
+def grad_at_step(obj: Objective, x: Tensor, y: Tensor, progress: float) -> Step:
+    """Gradient AT: J_S - J_T."""
+    assert obj.teacher is not None
+    with torch.enable_grad():
+        _, jt = input_gradient(obj.teacher, x, y, create_graph=False)
+    return _gradient(obj, x, y, lambda js: js - jt)
+
+
+def symmetry_step(obj: Objective, x: Tensor, y: Tensor, progress: float) -> Step:
+    """Symmetry norm: J(x) - flip(J(flip x))."""
+    return _gradient(obj, x, y, lambda js: js - hflip(input_gradient(obj.student, hflip(x), y, create_graph=True)[1]))
+
+
+def min_l2_step(obj: Objective, x: Tensor, y: Tensor, progress: float) -> Step:
+    """min-l2 (Drucker & LeCun's double backpropagation): J itself."""
+    return _gradient(obj, x, y, lambda js: js)

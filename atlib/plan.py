@@ -15,15 +15,15 @@ baseline student of another.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import methods, rundir
 from .spec import (
-    METHODS,
     ConfigError,
     DataConfig,
     Method,
@@ -85,7 +85,7 @@ class Plan:
         return sum(t == run_id for t in self.teacher_of.values())
 
     def run_dir(self, run_id: str) -> str:
-        return f"{self.results}/runs/{run_id}"
+        return str(rundir.run_dir(self.results, run_id))
 
     @property
     def store(self) -> str:
@@ -116,8 +116,8 @@ def variant_slug(method: Method, defaults: Method) -> str:
 def _method(cfg: Mapping[str, Any] | str, defaults: Mapping[str, Mapping[str, Any]], where: str) -> Method:
     cfg = {"name": cfg} if isinstance(cfg, str) else dict(cfg)
     name = cfg.get("name")
-    if name not in METHODS:
-        raise ConfigError(f"{where}.name: unknown method {name!r}; expected one of {', '.join(METHODS)}")
+    if methods.get(name) is None:
+        raise ConfigError(f"{where}.name: unknown method {name!r}; expected one of {', '.join(methods.names())}")
     return Method.from_config({"name": name, **defaults.get(name, {}), **cfg}, where)
 
 
@@ -174,6 +174,27 @@ def validate_config(config: Mapping[str, Any], schema: Path = SCHEMA) -> None:
         raise ConfigError(f"{where or 'config'}: {error.message}")
 
 
+def load_yaml(path: str) -> Any:
+    """Read a YAML file (or standard input for ``-``); a syntax error names the file and line."""
+    import yaml
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+
+
+def load_plan(path: str) -> Plan:
+    """The plan of an experiment config file, checked as the DAG checks it: the schema, then the plan."""
+    config = load_yaml(path) or {}
+    validate_config(config)
+    return build_plan(config)
+
+
 def missing_data(plan: Plan) -> list[str]:
     """One message per dataset folder of the plan that does not exist (checked before the DAG runs)."""
     seen, problems = set(), []
@@ -200,25 +221,9 @@ def set_aside_broken_runs(plan: Plan) -> list[str]:
     """
     warnings = []
     for run_id in plan.runs:
-        run_dir = Path(plan.run_dir(run_id))
-        metrics_path, model_path = run_dir / "metrics.json", run_dir / "model.pt"
-        if not metrics_path.exists():
-            continue
-        try:
-            m = json.loads(metrics_path.read_text())
-            size = model_path.stat().st_size if model_path.exists() else None
-            if not isinstance(m, dict) or m.get("final_test_error") is None:
-                problem = "has no final_test_error"
-            elif size is None:
-                problem = "has no model.pt beside it"
-            elif m.get("checkpoint_bytes") not in (None, size):
-                problem = f"records a model.pt of {m['checkpoint_bytes']} bytes, found {size}"
-            else:
-                continue
-        except (ValueError, OSError) as e:
-            problem = f"is unreadable ({e})"
-        metrics_path.replace(metrics_path.with_name("metrics.json.corrupt"))
-        warnings.append(f"run {run_id}: metrics.json {problem}; it will be trained again")
+        if (problem := rundir.broken(plan.run_dir(run_id))) is not None:
+            rundir.set_aside_metrics(plan.run_dir(run_id))
+            warnings.append(f"run {run_id}: metrics.json {problem}; it will be trained again")
     return warnings
 
 
@@ -244,10 +249,10 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
     recipes.setdefault("paper", Recipe())
     method_defaults = dict(config.get("methods") or {})
     for name, params in method_defaults.items():
-        if name not in METHODS:
-            raise ConfigError(f"methods.{name}: unknown method; expected one of {', '.join(METHODS)}")
+        if methods.get(name) is None:
+            raise ConfigError(f"methods.{name}: unknown method; expected one of {', '.join(methods.names())}")
         Method.from_config({"name": name, **(params or {})}, f"methods.{name}")
-    defaults_of = {n: Method.from_config({"name": n, **(method_defaults.get(n) or {})}) for n in METHODS}
+    defaults_of = {n: Method.from_config({"name": n, **(method_defaults.get(n) or {})}) for n in methods.names()}
     common = {"device": config.get("device", "auto"), "threads": config.get("threads")}
     tracking_store = (config.get("tracking") or {}).get("store") or f"{plan.results}/mlflow.db"
 
@@ -313,8 +318,9 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
                                              f"{rwhere}.teacher_seed")
             row_methods = dict(method_defaults)
             for name, params in (row.get("methods") or {}).items():
-                if name not in METHODS:
-                    raise ConfigError(f"{rwhere}.methods.{name}: unknown method; expected one of {', '.join(METHODS)}")
+                if methods.get(name) is None:
+                    raise ConfigError(f"{rwhere}.methods.{name}: unknown method; "
+                                      f"expected one of {', '.join(methods.names())}")
                 row_methods[name] = {**(row_methods.get(name) or {}), **(params or {})}
             if "student" not in row:
                 raise ConfigError(f"{rwhere}.student: missing")

@@ -9,7 +9,6 @@ Files are written once (existing outputs are kept), so an interrupted preparatio
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from PIL import Image
@@ -51,10 +50,3 @@ def prepare_scenes(src: Path, dst: Path) -> int:
                     im.convert("RGB").save(out)
             count += 1
     return count
-
-
-def cmd_prepare(args: argparse.Namespace) -> int:
-    prepare = {"cub": prepare_cub, "scenes": prepare_scenes}[args.dataset]
-    n = prepare(Path(args.src), Path(args.dst))
-    print(f"{n} {args.dataset} images in {args.dst}/train and {args.dst}/val")
-    return 0

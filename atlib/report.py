@@ -8,7 +8,6 @@ on a forge as it is.
 
 from __future__ import annotations
 
-import argparse
 import os
 from itertools import combinations
 from pathlib import Path
@@ -17,8 +16,8 @@ from typing import NamedTuple
 import pandas as pd
 from tabulate import tabulate
 
-from .engine import atomic_write_bytes
 from .plan import Plan, planned_figures
+from .rundir import atomic_write_text
 from .stats import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Paired, paired, verdict
 
 BASELINES = ("student", "no AT")  # the column that holds the student trained alone
@@ -207,20 +206,9 @@ def write_report(plan: Plan, tables_dir: Path | str, figures_dir: Path | str, ou
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     text = report_text(plan, Path(tables_dir), Path(figures_dir), out.parent)
-    atomic_write_bytes(out, lambda f: f.write(text.encode()))
+    atomic_write_text(out, text)
     return out
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    """``atlib report CONFIG [--out FILE]``: results/<name>/report.md from its tables/ and figures/."""
-    from .cli import load_plan
-
-    plan = load_plan(args.config)
-    base = Path(f"{plan.results}/{plan.name}")
-    out = write_report(plan, base / "tables", base / "figures", Path(getattr(args, "out", None) or base / "report.md"))
-    print(f"Report: {out}")
-    return 0
-
-
-__all__ = ["CLAIMS", "Claim", "Result", "claim_results", "claims_table", "cmd_report", "compare", "row_verdict",
+__all__ = ["CLAIMS", "Claim", "Result", "claim_results", "claims_table", "compare", "row_verdict",
            "table_verdicts", "write_report"]

@@ -2,13 +2,15 @@
 
 The alternative to sharing the SQLite store on a shared filesystem: jobs get
 ``MLFLOW_TRACKING_URI=http://HOST:PORT`` (sbatch passes the submitting shell's environment on), and only
-the server process writes the SQLite file.
+the server process writes the SQLite file. Beyond loopback, anyone who reaches the port could read and
+rewrite every run: the server then requires logins (MLflow's basic-auth app), unless told ``--insecure``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -26,6 +28,8 @@ WILDCARD = ("0.0.0.0", "::", "")
 # mlflow's own default for --allowed-hosts, which passing the option replaces: private networks
 PRIVATE_NETS = ("10.*", "192.168.*", *(f"172.{n}.*" for n in range(16, 32)))
 READY_SECONDS = 120.0  # ~5 s on an idle machine; far longer when the cores are busy with training
+# MLflow's basic-auth app creates its admin from these on its first start (or from an .ini file's settings)
+AUTH_ENV = ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_AUTH_CONFIG_PATH")
 
 
 def public_name(host: str) -> str:
@@ -80,13 +84,33 @@ def stop_group(proc: subprocess.Popen) -> None:
             continue
 
 
+def auth_config(store_path: Path) -> Path:
+    """MLflow's basic-auth settings with its user database beside the store: its own default is
+    ``basic_auth.db`` in whatever folder the server started in. The admin's password stays in the environment."""
+    path = store_path.with_name("mlflow-auth.ini")
+    path.write_text("[mlflow]\ndefault_permission = READ\n"
+                    f"database_uri = sqlite:///{store_path.with_name('mlflow-auth.db')}\n"
+                    "admin_username = admin\n"
+                    "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    return path
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
 def serve(host: str = "127.0.0.1", port: int = 5000, store: str = DEFAULT_STORE,
-          artifacts: str = ARTIFACTS) -> int:
-    """Run ``mlflow server`` on ``store`` until interrupted (Ctrl-C or SIGTERM); 0 then, else its exit code."""
+          artifacts: str = ARTIFACTS, insecure: bool = False) -> int:
+    """Run ``mlflow server`` on ``store`` until interrupted (Ctrl-C or SIGTERM); 0 then, else its exit code.
+
+    With admin credentials in the environment (``AUTH_ENV``) it requires logins; a non-loopback ``host``
+    without them is refused (2) unless ``insecure``."""
+    auth = any(os.environ.get(name) for name in AUTH_ENV)
+    if host not in LOOPBACK and not (auth or insecure):
+        print(f"atlib: mlflow-server: refusing to serve {host} without logins: set MLFLOW_AUTH_ADMIN_PASSWORD "
+              "(or MLFLOW_AUTH_CONFIG_PATH, a basic-auth .ini) to require them, or pass --insecure to let anyone "
+              f"who reaches port {port} read and change every run", file=sys.stderr)
+        return 2
     store_path, artifacts_path = Path(store).resolve(), Path(artifacts).resolve()
     store_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
@@ -95,6 +119,14 @@ def serve(host: str = "127.0.0.1", port: int = 5000, store: str = DEFAULT_STORE,
     if host not in LOOPBACK:
         cmd += ["--allowed-hosts", allowed_hosts(host)]
     env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no background job runners
+    login = ""
+    if auth:
+        cmd += ["--app-name", "basic-auth"]
+        env.setdefault("MLFLOW_AUTH_CONFIG_PATH", str(auth_config(store_path)))
+        # the key of the UI's forms' CSRF tokens: one process (--workers 1), so a fresh one per start will do
+        env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
+        user = env.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin"
+        login = f' MLFLOW_TRACKING_USERNAME={user} MLFLOW_TRACKING_PASSWORD="$MLFLOW_AUTH_ADMIN_PASSWORD"'
     url = url_of(public_name(host), port)
     local_url = url_of("127.0.0.1" if host in WILDCARD else host, port)
     previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -106,9 +138,11 @@ def serve(host: str = "127.0.0.1", port: int = 5000, store: str = DEFAULT_STORE,
             reason = f"exited with code {code}" if code is not None else f"did not answer in {READY_SECONDS:.0f} s"
             print(f"atlib: mlflow server {reason} (see its messages above)", file=sys.stderr)
             return code or 1
-        print(f"MLflow server on {url}: store {store_path}, artifacts {artifacts_path}. Ctrl-C stops it.")
-        print("Point the jobs (and `mlflow ui` users) at it, in the shell that runs snakemake:")
-        print(f"export MLFLOW_TRACKING_URI={url}", flush=True)
+        print(f"MLflow server on {url}: store {store_path}, artifacts {artifacts_path}"
+              f"{', logins required' if auth else ''}. Ctrl-C stops it.")
+        print("Point the jobs (and `mlflow ui` users) at it, in the shell that runs snakemake"
+              + ("; every job logs in, as the admin or as a user the admin created:" if auth else ":"))
+        print(f"export MLFLOW_TRACKING_URI={url}{login}", flush=True)
         code = proc.wait()  # returns only if the server dies
         print(f"atlib: mlflow server exited with code {code}", file=sys.stderr)
         return code or 1
@@ -120,7 +154,7 @@ def serve(host: str = "127.0.0.1", port: int = 5000, store: str = DEFAULT_STORE,
 
 
 def cmd_mlflow_server(args: argparse.Namespace) -> int:
-    return serve(args.host, args.port, args.store, args.artifacts)
+    return serve(args.host, args.port, args.store, args.artifacts, args.insecure)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -136,5 +170,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite file (default {DEFAULT_STORE})")
     p.add_argument("--artifacts", default=ARTIFACTS,
                    help=f"folder for artifacts uploaded through the server (default {ARTIFACTS})")
+    p.add_argument("--insecure", action="store_true",
+                   help="serve a non-loopback --host without logins (by default it needs MLFLOW_AUTH_ADMIN_PASSWORD "
+                        "or MLFLOW_AUTH_CONFIG_PATH, for MLflow's basic-auth app)")
     p.set_defaults(func=cmd_mlflow_server)
     return p

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from . import methods
+
 DEVICES = ("auto", "cpu", "cuda")
 # crop+flip: the dataset's standard crop (CIFAR/Fashion-MNIST: reflect-pad 4 and crop; an image folder: ImageNet's
 # random-resized crop); scale+crop+flip (image folders): shorter side to 256/224 of image_size, random crop
@@ -63,26 +65,9 @@ def check_run_id(value: Any, where: str = "run_id") -> str:
 
 # --- methods ----------------------------------------------------------------------------------
 
-METHODS: tuple[str, ...] = ("baseline", "at", "factt", "kd", "at+kd", "grad-at", "symmetry", "min-l2")
-NEEDS_TEACHER = frozenset({"at", "factt", "kd", "at+kd", "grad-at"})
 BETA_SCHEDULES: tuple[str, ...] = ("constant", "linear", "step")
-
-_AT = {"beta", "mapping", "p", "norm", "groups", "form", "resize", "beta_schedule", "start_epoch"}
-_KD = {"T", "alpha", "start_epoch"}
-_GRAD = {"beta", "form", "start_epoch"}
-PARAMETERS: dict[str, frozenset[str]] = {
-    "baseline": frozenset(),
-    "at": frozenset(_AT),
-    "factt": frozenset({"beta", "groups", "form", "beta_schedule", "start_epoch"}),
-    "kd": frozenset(_KD),
-    "at+kd": frozenset(_AT | _KD),
-    "grad-at": frozenset(_GRAD),
-    "symmetry": frozenset(_GRAD),
-    "min-l2": frozenset(_GRAD),
-}
-# The paper decays beta for F-ActT (section 4.1.2: "decay beta in eq. 2 during training as these give
-# better performance") and for AT+KD, publishing no schedule for either: both decay linearly to 0.
-DECAYED = ("factt", "at+kd")
+BETA_STEPS = (0.3, 0.6, 0.8)  # the "step" schedule: beta x BETA_GAMMA at these fractions of training
+BETA_GAMMA = 0.2
 
 
 @dataclass(frozen=True)
@@ -97,25 +82,23 @@ class Method:
     groups: tuple[int, ...] | None = None  # None: every group of the student
     form: str = "code"
     resize: bool = True
-    beta_schedule: str = "constant"  # from_config gives DECAYED methods "linear": beta decays to 0 over training
+    beta_schedule: str = "constant"  # a method's registry entry may default to "linear" (F-ActT, AT+KD)
     start_epoch: int = 0  # epochs trained on the plain loss before the transfer loss is added (Table 5)
     T: float = 4.0
     alpha: float = 0.9
-    milestones: tuple[float, ...] = field(default=(0.3, 0.6, 0.8), repr=False)  # for "step"
-    gamma: float = field(default=0.2, repr=False)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | str, where: str = "method") -> Method:
         """Build from ``{"name": ..., **params}``; an unknown method, parameter or value is a ConfigError."""
         cfg = {"name": cfg} if isinstance(cfg, str) else dict(cfg)
         name = cfg.pop("name", None)
-        if name in DECAYED:
-            cfg.setdefault("beta_schedule", "linear")  # the transfer loss guides early, fades out late
-        if name not in METHODS:
-            raise ConfigError(f"{where}.name: unknown method {name!r}; expected one of {', '.join(METHODS)}")
-        unknown = set(cfg) - PARAMETERS[name]
+        entry = methods.get(name)
+        if entry is None:
+            raise ConfigError(f"{where}.name: unknown method {name!r}; expected one of {', '.join(methods.names())}")
+        cfg = {**entry.defaults, **cfg}
+        unknown = set(cfg) - entry.parameters
         if unknown:
-            allowed = ", ".join(sorted(PARAMETERS[name])) or "none"
+            allowed = ", ".join(sorted(entry.parameters)) or "none"
             raise ConfigError(f"{where}: method {name!r} takes no parameter(s) {', '.join(sorted(unknown))}; "
                               f"its parameters are: {allowed}")
         if "groups" in cfg and cfg["groups"] is not None:
@@ -150,12 +133,16 @@ class Method:
             raise bad("start_epoch", "an integer >= 0")
 
     @property
+    def definition(self) -> methods.MethodDef:
+        return methods.REGISTRY[self.name]
+
+    @property
     def needs_teacher(self) -> bool:
-        return self.name in NEEDS_TEACHER
+        return self.definition.needs_teacher
 
     def params(self) -> dict[str, Any]:
         """The parameters this method uses, for logging."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k in PARAMETERS[self.name] | {"name"}}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k in self.definition.parameters | {"name"}}
 
     def transfers(self, epoch: int) -> bool:
         """Whether the transfer loss is on in (0-based) ``epoch``; before ``start_epoch`` it is the plain CE."""
@@ -166,7 +153,7 @@ class Method:
         if self.beta_schedule == "linear":
             return self.beta * (1.0 - progress)
         if self.beta_schedule == "step":
-            return self.beta * self.gamma ** sum(progress >= m for m in self.milestones)
+            return self.beta * BETA_GAMMA ** sum(progress >= m for m in BETA_STEPS)
         return self.beta
 
 
@@ -352,6 +339,13 @@ class Recipe:
     augment: str = "crop+flip"  # "flip": Table 3's flips only; "none"
     freeze_bn: bool = False  # Table 4: BN in eval mode, its affine parameters fixed
     freeze_groups: tuple[int, ...] = ()  # Table 4: [0] fixes the first group of residual blocks
+    # torch.compile the training step's objective (student and teacher forward, losses, and their backward).
+    # Off: it pays only in long runs. CPU, 1 thread, WRN-16-1, batch 128 (benchmarks/train_step.py --compile):
+    # steady 1.62x eager (baseline) and 1.31x (AT) after 34 s and 53 s of compiling, so it breaks even after
+    # 145 and 221 steps, and a config/quick.yaml student (96 steps) trains at 0.84x and 0.76x; a last partial
+    # batch, or a beta schedule (a new progress each step), compiles a second graph. CUDA: not yet measured;
+    # benchmarks/gpu_check.py reports the whole-run speed-up that decides it there.
+    compile: bool = False
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], where: str = "recipe") -> Recipe:
@@ -364,6 +358,8 @@ class Recipe:
         r = cls(**cfg)
         if r.augment not in AUGMENTATIONS:
             raise ConfigError(f"{where}.augment: expected one of {', '.join(AUGMENTATIONS)}, got {r.augment!r}")
+        if not isinstance(r.compile, bool):
+            raise ConfigError(f"{where}.compile: expected true or false, got {r.compile!r}")
         if any(not isinstance(g, int) or g < 0 for g in r.freeze_groups):
             raise ConfigError(f"{where}.freeze_groups: expected group indices >= 0, got {list(r.freeze_groups)}")
         for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):

@@ -6,15 +6,14 @@ that a concurrent writer could race.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from tabulate import tabulate
 
 from .paper import paper_value
 from .plan import Plan
+from .rundir import finished
 
 SUMMARY_COLUMNS = ["run_id", "dataset", "model", "method", "variant", "seed", "teacher_run",
                    "final_test_error", "final_test_error_top5", "best_test_error", "epochs",
@@ -22,20 +21,11 @@ SUMMARY_COLUMNS = ["run_id", "dataset", "model", "method", "variant", "seed", "t
 METRIC_FIELD = {"top1": "final_test_error", "top5": "final_test_error_top5"}
 
 
-def read_run(run_dir: Path) -> dict[str, Any] | None:
-    """A finished run's metrics, or None when it is missing or unreadable."""
-    try:
-        m = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return m if isinstance(m, dict) and "final_test_error" in m else None
-
-
 def aggregate(plan: Plan) -> pd.DataFrame:
     """One row per planned run that has finished (summary.csv)."""
     rows = []
     for run_id, spec in plan.runs.items():
-        m = read_run(Path(plan.run_dir(run_id)))
+        m = finished(plan.run_dir(run_id))
         if m is None:
             continue
         history = m.get("history") or [{}]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import platform
+from contextlib import nullcontext
+from typing import Any
 
 import torch
 
@@ -10,6 +13,8 @@ from atlib.engine import resolve_device
 from atlib.losses import Objective
 from atlib.models import build_model
 from atlib.spec import Method
+
+PRECISIONS = ("fp32", "bf16")
 
 
 def parser(doc: str | None) -> argparse.ArgumentParser:
@@ -25,17 +30,35 @@ def device_of(args: argparse.Namespace) -> torch.device:
     return resolve_device(args.device)
 
 
-def teacher_model(device: torch.device) -> torch.nn.Module:
-    return build_model("wrn-16-2", 3, 10).to(device).eval().requires_grad_(False)
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+
+
+def on_device(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` on ``device`` in the engine's layout there: channels_last on CUDA, as atlib.engine.train."""
+    module = module.to(device)
+    return module.to(memory_format=torch.channels_last) if device.type == "cuda" else module
+
+
+def autocast(device: torch.device, precision: str) -> Any:
+    """A context factory like the engine's ``amp``: bf16 autocast, or fp32 (nothing)."""
+    if precision == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext
+
+
+def teacher_model(device: torch.device, name: str = "wrn-16-2") -> torch.nn.Module:
+    return on_device(build_model(name, 3, 10), device).eval().requires_grad_(False)
 
 
 def sgd(params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
 
 
-def at_objective(device: torch.device, method: str = "at",
-                 teacher: torch.nn.Module | None = None) -> tuple[Objective, torch.optim.Optimizer]:
-    """A fresh WRN-16-1 student under ``method`` from a WRN-16-2 teacher on CIFAR-sized inputs, and its SGD."""
-    student = build_model("wrn-16-1", 3, 10).to(device)
-    objective = Objective(Method.from_config(method), student, teacher or teacher_model(device), (3, 32, 32), device)
+def at_objective(device: torch.device, method: str = "at", teacher: torch.nn.Module | None = None,
+                 student: str = "wrn-16-1") -> tuple[Objective, torch.optim.Optimizer]:
+    """A fresh ``student`` (default WRN-16-1) under ``method`` from ``teacher`` (default a WRN-16-2) on
+    CIFAR-sized inputs, and its SGD."""
+    model = on_device(build_model(student, 3, 10), device)
+    objective = Objective(Method.from_config(method), model, teacher or teacher_model(device), (3, 32, 32), device)
     return objective, sgd([p for p in objective.parameters() if p.requires_grad])

@@ -10,11 +10,13 @@ import pytest
 import torch
 import yaml
 
-from atlib import figures
+from atlib import figures, maps
 from atlib.attention import resize_to, spatial_map
+from atlib.cli import cmd_figures, cmd_report
 from atlib.engine import train
+from atlib.models import load_run_model
 from atlib.plan import Plan, build_plan, figure_paths
-from atlib.report import claim_results, claims_table, cmd_report, row_verdict, write_report
+from atlib.report import claim_results, claims_table, row_verdict, write_report
 from atlib.spec import RunSpec
 from atlib.tables import aggregate, write_tables
 
@@ -70,7 +72,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def px(inches: float) -> int:
-    return round(inches * figures.DPI)
+    return round(inches * maps.DPI)
 
 
 def test_every_planned_figure_is_a_png_of_its_figure_size(done):
@@ -81,9 +83,9 @@ def test_every_planned_figure_is_a_png_of_its_figure_size(done):
     assert [str(p) for p in paths] == figure_paths(plan, paths[0].parent)  # what Snakemake declares
     expected = {
         # 4 images x (input + 3 networks x 3 groups)
-        "attention": (px(figures.PANEL * (1 + 3 * GROUPS)), px(figures.PANEL * 4 + figures.HEADER)),
+        "attention": (px(maps.PANEL * (1 + 3 * GROUPS)), px(maps.PANEL * 4 + maps.HEADER)),
         "curves": (px(figures.CURVES_SIZE[0]), px(figures.CURVES_SIZE[1])),
-        "errors": (px(figures.DOTS_PANEL[0]), px(figures.DOTS_PANEL[1] + figures.HEADER)),  # one row, one metric
+        "errors": (px(figures.DOTS_PANEL[0]), px(figures.DOTS_PANEL[1] + maps.HEADER)),  # one row, one metric
     }
     for path in paths:
         assert png_size(path) == expected[path.stem.rsplit("-", 1)[1]], path.name
@@ -101,7 +103,7 @@ def test_attention_figure_has_one_panel_per_image_and_group_showing_the_models_m
     assert len(set(source_y.tolist())) == 3
     # the AT panel of image 0, group 2 is the AT student's upsampled F^2_sum map of that image
     runs = figures.row_runs(plan, "table1", ROW, 0)
-    model, metrics = figures.load_run(plan.run_dir(runs["at"]))
+    model, metrics = load_run_model(plan.run_dir(runs["at"]))
     from atlib.data import load
     from atlib.spec import DataConfig
 
@@ -120,7 +122,7 @@ def test_attention_figure_names_missing_runs_instead_of_failing(done):
     fig = figures.build_attention_figure(plan, "table1", ROW, images=2, seed=7)  # seed 7 was never trained
     assert len(fig.axes) == 2  # the inputs only
     assert "missing: teacher, student, AT" in " ".join(fig.get_suptitle().split())  # the title may be wrapped
-    assert fig.get_figwidth() == figures.PANEL * figures.MIN_COLUMNS  # wide enough to read it
+    assert fig.get_figwidth() == maps.PANEL * maps.MIN_COLUMNS  # wide enough to read it
 
 
 def test_curves_are_the_runs_histories(done):
@@ -173,7 +175,7 @@ def test_commands_write_the_figures_and_the_report(done, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(CONFIG))
     out = tmp_path / "figs"
-    assert figures.cmd_figures(argparse.Namespace(config=str(config), out=str(out))) == 0
+    assert cmd_figures(argparse.Namespace(config=str(config), out=str(out))) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(Path(p).name for p in figure_paths(plan, out))
     report = tmp_path / "report.md"
     assert cmd_report(argparse.Namespace(config=str(config), out=str(report))) == 0
@@ -186,12 +188,12 @@ def test_attention_snapshot_is_a_png_and_leaves_the_training_mode_alone():
     torch.manual_seed(0)
     student, teacher = build_model("wrn-10-1", 1, 10).train(), build_model("wrn-10-2", 1, 10).eval()
     x, y = torch.randn(2, 1, 16, 16), torch.tensor([3, 4])
-    fig = figures.snapshot_figure(student, teacher, x, groups=[1, 2], y=y)
+    fig = maps.snapshot_figure(student, teacher, x, groups=[1, 2], y=y)
     assert len(fig.axes) == 2 * (1 + 2 * 2)  # two images x (input + 2 networks x 2 groups)
-    data = figures.attention_snapshot(student, teacher, x, groups=[1, 2], y=y)
+    data = maps.attention_snapshot(student, teacher, x, groups=[1, 2], y=y)
     assert data[:8] == PNG_SIGNATURE
     width, height = struct.unpack(">II", data[16:24])
-    assert (width, height) == (px(figures.PANEL * 5), px(figures.PANEL * 2 + figures.HEADER))
+    assert (width, height) == (px(maps.PANEL * 5), px(maps.PANEL * 2 + maps.HEADER))
     assert student.training and not teacher.training
 
 

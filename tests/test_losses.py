@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from atlib.losses import Objective, factt_loss, kd_loss
-from atlib.spec import METHODS, ConfigError, Method
+from atlib.methods import names
+from atlib.spec import ConfigError, Method
 
 
 def test_kd_by_hand():
@@ -131,7 +132,7 @@ def test_bad_method_configs_are_clear_errors(cfg, match):
 
 def test_teacher_methods_refuse_to_run_without_teacher():
     student, _ = _nets(dtype=torch.float32)
-    for name in METHODS:
+    for name in names():
         m = Method.from_config(name)
         if m.needs_teacher:
             with pytest.raises(ConfigError, match="needs a teacher"):

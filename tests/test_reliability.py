@@ -226,11 +226,12 @@ def test_bad_run_spec_is_one_clear_message_before_any_compute(name, changes, mes
     assert not (tmp_path / "results").exists()
 
 
-BAD_CONFIGS = [  # (name, change, message of atlib plan, message of the DAG: schema first, then the plan)
+BAD_CONFIGS = [  # (name, change, message of atlib plan, message of the DAG): both check the schema, then the plan
     ("yaml syntax error", "seeds: [0, 1\n", "not valid YAML", None),
-    ("empty seed list", {"seeds": []}, "seeds", "seeds: [] should be non-empty"),
-    ("duplicate seeds", {"seeds": [0, 0]}, "duplicate seeds", "seeds: [0, 0] has non-unique elements"),
-    ("unknown top-level key", {"epoch": 3}, "config: unknown key", "'epoch' was unexpected"),
+    ("empty seed list", {"seeds": []}, "seeds: [] should be non-empty", "seeds: [] should be non-empty"),
+    ("duplicate seeds", {"seeds": [0, 0]}, "seeds: [0, 0] has non-unique elements",
+     "seeds: [0, 0] has non-unique elements"),
+    ("unknown top-level key", {"epoch": 3}, "'epoch' was unexpected", "'epoch' was unexpected"),
     ("duplicate column", {"tables": {"table1": {"columns": ["at", "at"]}}}, "duplicate column", "duplicate column"),
     ("unknown model", {"tables": {"table1": {"rows": [{"student": "vgg-16"}]}}}, "unknown model",
      "tables.table1.rows[0].student.name: unknown model 'vgg-16'"),

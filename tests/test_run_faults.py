@@ -83,7 +83,7 @@ def test_a_changed_spec_under_the_same_run_id_starts_over(tmp_path):
 
 
 def test_a_second_writer_is_refused_without_touching_the_run(tmp_path):
-    from atlib.engine import run_lock
+    from atlib.rundir import run_lock
 
     out = tmp_path / "run"
     out.mkdir()

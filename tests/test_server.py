@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -27,9 +31,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def post(url: str, endpoint: str, body: dict) -> dict:
+def post(url: str, endpoint: str, body: dict, login: tuple[str, str] | None = None) -> dict:
+    headers = {"Content-Type": "application/json"}
+    if login:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(login).encode()).decode()
     request = urllib.request.Request(f"{url}/api/2.0/mlflow/{endpoint}", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+                                     headers=headers, method="POST")
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
@@ -38,8 +45,8 @@ def test_parser_registers_the_subcommand_with_its_defaults():
     parser = argparse.ArgumentParser()
     server.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["mlflow-server", "--port", "5001"])
-    assert (args.host, args.port, args.store, args.artifacts) == ("127.0.0.1", 5001, "results/mlflow.db",
-                                                                  "results/mlartifacts")
+    assert (args.host, args.port, args.store, args.artifacts, args.insecure) == (
+        "127.0.0.1", 5001, "results/mlflow.db", "results/mlartifacts", False)
     assert args.func is server.cmd_mlflow_server
 
 
@@ -91,3 +98,66 @@ def test_server_answers_rest_calls_and_stops_on_sigterm(tmp_path: Path):
 
     stored = mlflow.MlflowClient(f"sqlite:///{store}").get_run(run)
     assert stored.data.metrics == {"test_error": 7.5} and stored.data.tags["slurm_job_id"] == "42"
+
+
+def without_auth() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_AUTH_")}
+
+
+def test_non_loopback_without_logins_is_refused_and_nothing_starts(tmp_path):
+    port, store = free_port(), tmp_path / "db/mlflow.db"
+    proc = subprocess.Popen([sys.executable, "-c", MAIN, "mlflow-server", "--host", "0.0.0.0", "--port", str(port),
+                             "--store", str(store)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=without_auth())
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # it serves (it should not): stop it and its server's workers
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    assert (proc.returncode, out) == (2, "")
+    [line] = err.splitlines()
+    assert line.startswith("atlib: mlflow-server: refusing to serve 0.0.0.0 without logins")
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" in line and "--insecure" in line
+    assert not store.parent.exists()
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass
+
+
+@pytest.mark.slow
+def test_non_loopback_with_an_admin_password_requires_logins(tmp_path, monkeypatch):
+    port, store, cwd = free_port(), tmp_path / "db/mlflow.db", tmp_path / "cwd"
+    cwd.mkdir()
+    password = secrets.token_urlsafe(16)
+    proc = subprocess.Popen([sys.executable, "-c", MAIN, "mlflow-server", "--host", "0.0.0.0", "--port", str(port),
+                             "--store", str(store), "--artifacts", str(tmp_path / "artifacts")], cwd=cwd,
+                            env=without_auth() | {"MLFLOW_AUTH_ADMIN_PASSWORD": password},
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        lines = []
+        while not (lines and lines[-1].startswith("export ")):
+            line = proc.stdout.readline()
+            assert line, f"exited with {proc.wait()} before it was ready: {lines}"
+            lines.append(line)
+        public = server.url_of(server.public_name("0.0.0.0"), port)
+        assert lines[-1].strip() == (f"export MLFLOW_TRACKING_URI={public} MLFLOW_TRACKING_USERNAME=admin "
+                                     'MLFLOW_TRACKING_PASSWORD="$MLFLOW_AUTH_ADMIN_PASSWORD"')
+        url = f"http://127.0.0.1:{port}"
+        with pytest.raises(urllib.error.HTTPError) as anonymous:
+            post(url, "experiments/search", {"max_results": 1})
+        assert anonymous.value.code == 401
+        with pytest.raises(urllib.error.HTTPError) as wrong:
+            post(url, "experiments/search", {"max_results": 1}, ("admin", password + "x"))
+        assert wrong.value.code == 401
+        import mlflow  # a job with the login the export line names
+
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        exp = mlflow.MlflowClient(url).create_experiment("guarded")
+        assert sorted(e["name"] for e in post(url, "experiments/search", {"max_results": 10},
+                                              ("admin", password))["experiments"]) == ["Default", "guarded"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    assert code == 0 and exp
+    assert (store.parent / "mlflow-auth.db").is_file() and not list(cwd.iterdir())  # users beside the store

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from ..rundir import METRICS, finished, load_state
 from ..spec import KNOWN, OPTIONS, family
 from .nin import NIN, THIN_SCALE, nin_widths
 from .resnet import ResNet
@@ -27,8 +29,20 @@ def build_model(name: str, in_channels: int, num_classes: int, **options: Any) -
     return ResNet(name.replace("-", ""), in_channels, num_classes, **options)
 
 
+def load_run_model(folder: Path | str, device: Any = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """A finished run's model in eval mode on ``device``, and its metrics; FileNotFoundError if it is not there."""
+    metrics = finished(folder)
+    if metrics is None:
+        raise FileNotFoundError(f"{Path(folder) / METRICS}: no finished run there")
+    # the weights are model.pt's: a pretrained initialisation file need not exist where the model is loaded
+    options = {k: v for k, v in (metrics.get("model_options") or {}).items() if k != "pretrained"}
+    model = build_model(metrics["model"], int(metrics["input_shape"][0]), int(metrics["num_classes"]), **options)
+    model.load_state_dict(load_state(folder, device))
+    return model.to(device).eval(), metrics
+
+
 def num_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["KNOWN", "build_model", "family", "num_parameters"]
+__all__ = ["KNOWN", "build_model", "family", "load_run_model", "num_parameters"]

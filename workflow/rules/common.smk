@@ -36,4 +36,4 @@ def print_tables():
         if path.exists():
             print(path.read_text())
     print(f"Tables: {REPORT}/tables/  Summary: {REPORT}/summary.csv  Report: {REPORT}/report.md")
-    print(f"Browse the runs: mlflow ui --backend-store-uri sqlite:///{PLAN.store} --host 127.0.0.1")
+    print(browse_hint(PLAN.store, REPORT))  # the URLs of the runs lists (browse_hint: mlflow_summary.smk)

@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Check what a person sees of a finished DAG in a real (headless Chromium) browser: MLflow's UI and the
+Snakemake HTML report.
+
+    .venv/bin/python scripts/ui_check.py WORKDIR [--config tests/configs/synthetic.yaml] [--out docs]
+
+WORKDIR is a Snakemake working folder where the config's DAG has finished (results/mlflow.db,
+results/<name>/...). The script serves its store with ``mlflow server``, takes screenshots of the first
+experiment's runs list (OUT/mlflow-runs.png) and of the first table's summary run (OUT/mlflow-summary.png),
+reads both pages as the browser rendered them, and checks through MLflow's REST API that what they show
+exists: every run named as atlib names it, the summary run's medians and artifacts. It then opens
+results/<name>/report.html (made with ``snakemake --report`` when missing), searches it as a person would
+(for every result) and checks that each figure and table is listed. Prints one line per failed check;
+exit status 0 when none failed. Needs Chromium (Debian: apt-get install chromium).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from atlib import server
+from atlib.plan import load_plan
+from atlib.tracking import EXPERIMENT_KIND, metric_key, run_name, summary_experiment, ui_url
+
+ROOT = Path(__file__).resolve().parents[1]
+WINDOW = "1400,900"
+BUDGET_MS = 15000  # virtual time for MLflow's UI to fetch and draw: its runs table needs about 3 s
+# A person's search of the Snakemake report for every result ("re:." matches every path): the report has no
+# URL per view, so the page is opened with this script added, which types the search and presses Enter.
+SEARCH_ALL = """<script>
+window.addEventListener("load", () => setTimeout(() => {
+  const input = document.querySelector("input[placeholder='Search...']");
+  Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, "value").set.call(input, "re:.");
+  input.dispatchEvent(new Event("input", {bubbles: true}));
+  input.dispatchEvent(new KeyboardEvent("keypress", {key: "Enter", charCode: 13, keyCode: 13, bubbles: true}));
+}, 500));
+</script>"""
+
+
+def chromium() -> str | None:
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+def browse(url: str, *, screenshot: Path | None = None, window: str = WINDOW) -> str:
+    """The page's DOM once rendered (no scripts or styles), or a screenshot of it: a fresh profile each time,
+    so that the UI opens as it does for a first visitor."""
+    with tempfile.TemporaryDirectory() as profile:
+        mode = [f"--screenshot={screenshot}", f"--window-size={window}"] if screenshot else ["--dump-dom"]
+        cmd = [chromium() or "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               f"--user-data-dir={profile}", f"--virtual-time-budget={BUDGET_MS}", *mode, url]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    return re.sub(r"<(script|style)\b.*?</\1>", "", out, flags=re.S)
+
+
+def text_of(dom: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom)).replace("&amp;", "&").replace("&lt;", "<")
+
+
+def drawn(png: Path) -> bool:
+    """Whether a screenshot shows a page: more than a blank or a spinner (a few colours)."""
+    from PIL import Image
+
+    if not png.is_file():
+        return False
+    with Image.open(png) as im:
+        return len(im.convert("RGB").getcolors(1 << 20) or []) > 50
+
+
+def api(base: str, endpoint: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{base}/api/2.0/mlflow/{endpoint}", data=data,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as response:
+        return json.load(response)
+
+
+def runs_of(base: str, experiment_id: str) -> list[dict]:
+    return api(base, "runs/search", {"experiment_ids": [experiment_id], "max_results": 1000}).get("runs", [])
+
+
+def tags(run: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+
+def artifacts(base: str, run_id: str, path: str = "") -> set[str]:
+    files = api(base, f"artifacts/list?run_id={run_id}&path={path}").get("files", [])
+    return {f["path"] for f in files if not f.get("is_dir")} | {
+        p for f in files if f.get("is_dir") for p in artifacts(base, run_id, f["path"])}
+
+
+def check_mlflow(workdir: Path, plan, out: Path, base: str, fail: list[str]) -> None:
+    report = workdir / plan.results / plan.name
+    exps = {e["name"]: e for e in api(base, "experiments/search", {"max_results": 1000})["experiments"]}
+    for name in [*plan.experiments, summary_experiment(plan.name)]:
+        kind = {t["key"]: t["value"] for t in exps[name].get("tags", [])}.get(EXPERIMENT_KIND[0])
+        if kind != EXPERIMENT_KIND[1]:
+            fail.append(f"experiment {name}: {EXPERIMENT_KIND[0]} is {kind!r}, not {EXPERIMENT_KIND[1]!r}")
+
+    first = exps[plan.experiments[0]]["experiment_id"]
+    runs = runs_of(base, first)
+    names = {}
+    for r in runs:  # the names the list shows are those atlib gives: checked against each run's metrics.json
+        config = json.loads((workdir / plan.run_dir(tags(r)["run"]) / "metrics.json").read_text())["config"]
+        names[r["info"]["run_name"]] = run_name(config)
+    for shown, expected in names.items():
+        if shown != expected:
+            fail.append(f"run named {shown!r}, expected {expected!r}")
+    if len(names) != len(runs):
+        fail.append(f"{len(runs)} runs but {len(names)} distinct names")
+    url = ui_url(first, base=base)
+    page = text_of(browse(url))
+    missing = [n for n in names if n not in page]
+    if not runs or missing or "Run Name" not in page:
+        fail.append(f"runs list {url} does not show the runs {missing or '(none in the store)'}")
+    browse(url, screenshot=out / "mlflow-runs.png")
+    if not drawn(out / "mlflow-runs.png"):
+        fail.append(f"{out / 'mlflow-runs.png'} is blank")
+
+    table, exp_id, run_id, _ = next(csv.reader((report / "mlflow-summary.tsv").open(), delimiter="\t"))
+    run = api(base, f"runs/get?run_id={run_id}")["run"]
+    logged = {m["key"]: m["value"] for m in run["data"].get("metrics", [])}
+    with open(report / "tables" / f"{table}.csv", newline="") as f:
+        medians = {metric_key("median" if c["metric"] == "top1" else f"median_{c['metric']}", c["row"],
+                              c["column"]): float(c["median"]) for c in csv.DictReader(f) if c["median"]}
+    if logged != medians:
+        fail.append(f"summary run {run_id}: metrics {logged}, the table's medians {medians}")
+    files = artifacts(base, run_id)
+    figures = {f"figures/{p.name}" for p in (report / "figures").glob(f"{table}-*.png")}
+    wanted = {f"tables/{table}.md", f"tables/{table}.csv", "report.md", "runs.csv", *figures}
+    if not figures or not wanted <= files:
+        fail.append(f"summary run {run_id}: artifacts {sorted(files)} lack {sorted(wanted - files)}")
+    links = re.findall(r"#/experiments/(\d+)/runs/(\w+)", tags(run).get("mlflow.note.content", ""))
+    linked = {rid for _, rid in links}
+    if not linked or not linked <= {r["info"]["run_id"] for e in plan.experiments
+                                    for r in runs_of(base, exps[e]["experiment_id"])}:
+        fail.append(f"summary run {run_id}: its note links {sorted(linked)}, not runs of the config")
+    url = ui_url(exp_id, run_id, base=base)
+    page = text_of(browse(url, window="1400,1300"))
+    missing = [k for k in [run["info"]["run_name"], *medians] if k not in page]
+    if missing:
+        fail.append(f"summary run page {url} does not show {missing}")
+    browse(url, screenshot=out / "mlflow-summary.png", window="1400,1300")  # tall enough for its metrics
+    if not drawn(out / "mlflow-summary.png"):
+        fail.append(f"{out / 'mlflow-summary.png'} is blank")
+
+
+def check_report(workdir: Path, plan, config: Path, fail: list[str]) -> None:
+    report = workdir / plan.results / plan.name
+    html = report / "report.html"
+    if not html.is_file():
+        subprocess.run([str(Path(sys.executable).with_name("snakemake")), "-s", str(ROOT / "workflow/Snakefile"),
+                        "--directory", str(workdir), "--configfile", str(config), "--report", str(html)],
+                       capture_output=True, timeout=600, check=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        searched = Path(tmp, "report.html")
+        head, end, tail = html.read_text().rpartition("</body>")  # the last: a script of the report writes one
+        searched.write_text(f"{head}{SEARCH_ALL}{end}{tail}")
+        page = text_of(browse(searched.as_uri()))
+    wanted = [p.name for p in sorted((report / "figures").glob("*.png"))]
+    wanted += [f"{t}.md" for t in plan.tables] + ["report.md"]
+    missing = [name for name in wanted if name not in page]
+    if missing or not wanted:
+        fail.append(f"{html} opened in Chromium and searched for every result does not list {missing}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("workdir", type=Path, help="Snakemake working folder of a finished DAG")
+    p.add_argument("--config", type=Path, default=ROOT / "tests/configs/synthetic.yaml")
+    p.add_argument("--out", type=Path, default=ROOT / "docs", help="folder of the screenshots (default docs/)")
+    args = p.parse_args(argv)
+    if chromium() is None:
+        print("ui_check: Chromium is not installed (Debian: apt-get install chromium)", file=sys.stderr)
+        return 2
+    workdir, config, out = args.workdir.resolve(), args.config.resolve(), args.out.resolve()
+    os.chdir(workdir)  # the plan's paths (results/...) are relative to the working folder
+    plan = load_plan(str(config))
+    out.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    store = (workdir / plan.store).resolve()
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{store}",
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            env=os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    fail: list[str] = []
+    try:
+        if not server.wait_ready(proc, base):
+            print(f"ui_check: mlflow server did not start on {base}", file=sys.stderr)
+            return 1
+        check_mlflow(workdir, plan, out, base, fail)
+    finally:
+        server.stop_group(proc)
+    check_report(workdir, plan, config, fail)
+    for line in fail:
+        print(f"ui_check: FAIL {line}")
+    print(f"ui_check: {'all checks passed' if not fail else f'{len(fail)} checks failed'}; screenshots in {out}")
+    return 1 if fail else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
