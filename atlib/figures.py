@@ -13,6 +13,7 @@ The drawing of attention grids and the figure plumbing (Agg canvas, exact pixel 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -185,8 +186,9 @@ def build_curves_figure(plan: Plan, table: str, row: str) -> Figure:
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("error (%)")
-    ax.set_title(f"{plan.tables[table]['title']} · {row}\ntest (solid) and train (dashed), median and min-max",
-                 fontsize=9)
+    # wrapped to the axes' width (~0.55 em per character at 9 pt): a long table title would be cut off
+    title = textwrap.fill(f"{plan.tables[table]['title']} · {row}", int(CURVES_SIZE[0] * 130 / 9))
+    ax.set_title(f"{title}\ntest (solid) and train (dashed), median and min-max", fontsize=9)
     if drawn or teacher:
         handles, texts = ax.get_legend_handles_labels()
         handles.append(Line2D([], [], color="black", linestyle="--"))
