@@ -111,6 +111,7 @@ def claim_gpu(count: int, lock_dir: str) -> int:
     return max(range(count), key=free.__getitem__)
 
 
+@functools.cache  # asked by the run's tags and its environment record: one subprocess per process
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -282,10 +283,11 @@ def train_epochs(run: Run, out_dir: Path, log: Log = print) -> dict[str, Any]:
         start, history, best = state["epoch"], state["history"], state["best"]
         log(f"[{spec.run_id}] resuming after epoch {start}/{r.epochs} from {rundir.checkpoint_file(out_dir)}")
 
+    tags = run_tags(spec, run.teacher_info)  # also in metrics.json: atlib mlflow-sync tags a run it creates alike
     tracker: Tracker | NullTracker = NullTracker()
     if spec.tracking.get("enabled", True):
         tracker = Tracker(tracking_uri(spec.tracking.get("store")), spec.tracking.get("experiment", "atlib"),
-                          run_name(spec.to_dict()), run_tags(spec, run.teacher_info), spec.to_dict(),
+                          run_name(spec.to_dict()), tags, spec.to_dict(),
                           resume=state is not None, system_metrics=True)
         mlflow_id = tracker.run_id
     # A fixed test batch whose attention maps (student beside teacher) go to MLflow a few times per
@@ -335,7 +337,7 @@ def train_epochs(run: Run, out_dir: Path, log: Log = print) -> dict[str, Any]:
         "checkpoint_bytes": model_path.stat().st_size,
         "train_seconds": sum(h["epoch_seconds"] for h in history), "startup_seconds": startup,
         "teacher": run.teacher_info, "mlflow_run_id": mlflow_id, "config": spec.to_dict(),
-        "environment": environment(run.device),
+        "environment": environment(run.device), "tags": tags,
     }
     tracker.log_artifact(rundir.write_metrics(out_dir, metrics))
     if spec.teacher is None:  # a teacher or a baseline (tag role=teacher-or-baseline): its weights may teach

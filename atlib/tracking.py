@@ -337,12 +337,6 @@ class Tracker:
         # one call: 12 metrics by log_batch took 10.0 ms, by 12 log_metric calls 96.3 ms (SQLite store, 2026-11-26)
         self._call(f"epoch {step}", lambda: self.client.log_batch(self.run_id, metrics=batch))
 
-    def set_tags(self, tags: Mapping[str, str]) -> None:
-        from mlflow.entities import RunTag
-
-        batch = [RunTag(k, str(v)) for k, v in tags.items()]
-        self._call("tags", lambda: self.client.log_batch(self.run_id, tags=batch))
-
     def log_artifact(self, path: Path) -> None:
         self._call(Path(path).name, lambda: self.client.log_artifact(self.run_id, str(path)))
 
@@ -357,14 +351,6 @@ class Tracker:
         self._call(f"{key} image at step {step}", lambda: self.client.log_image(
             self.run_id, image, key=key, step=step, timestamp=int(time.time() * 1000), synchronous=True))
 
-    def log_png(self, png: bytes, artifact_file: str) -> None:
-        """An image (PNG bytes) as an artifact, e.g. attention maps, shown in the UI's artifact view."""
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / Path(artifact_file).name
-            path.write_bytes(png)
-            self._call(artifact_file,
-                       lambda: self.client.log_artifact(self.run_id, str(path), str(Path(artifact_file).parent)))
-
     def finish(self, status: str = "FINISHED") -> None:
         if self.monitor is not None:  # its last samples go to the run while it still runs
             self.monitor.finish()
@@ -378,30 +364,12 @@ class NullTracker:
     run_id: str | None = None
 
     def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None: ...
-    def set_tags(self, tags: Mapping[str, str]) -> None: ...
     def log_artifact(self, path: Path) -> None: ...
-    def log_png(self, png: bytes, artifact_file: str) -> None: ...
     def log_image(self, png: bytes, key: str, step: int) -> None: ...
     def finish(self, status: str = "FINISHED") -> None: ...
 
 
 # --- completing runs from their metrics.json ---------------------------------------------------
-
-def _tags_of(m: Mapping[str, Any]) -> dict[str, str]:
-    """The tags engine.train gives a run's Tracker, as its metrics.json records them."""
-    from .spec import ModelSpec
-
-    env, teacher, config = m.get("environment") or {}, m.get("teacher"), m["config"]
-    tags = {"role": "student" if teacher else "teacher-or-baseline", "dataset": m["dataset"],
-            "model": ModelSpec(m["model"], m.get("model_options") or {}).slug, "method": m["method"],
-            "seed": str(m["seed"]), "run": m["run_id"], "git_commit": str(env.get("git_commit"))}
-    if teacher:
-        tags |= {"teacher_run": str(teacher["run_id"]), "teacher_sha256": teacher["sha256"],
-                 "teacher_dir": config["teacher"]["run_dir"]}
-    if env.get("slurm_job_id"):
-        tags["slurm_job_id"] = env["slurm_job_id"]
-    return tags | {k: str(v) for k, v in (config.get("tracking") or {}).get("tags", {}).items()}
-
 
 def _agrees(history: Mapping[str, list], points: Mapping[tuple[str, int], float]) -> bool:
     """Whether logged metric histories hold each point at most once, each as metrics.json records it."""
@@ -450,9 +418,8 @@ def sync_run(run_dir: Path, uri: str | None = None) -> str:
     changes = []
     run = next((r for r in runs if r.info.run_id == m.get("mlflow_run_id")), runs[0] if runs else None)
     if run is None:
-        # named and described as its job would have: MLflow's own tags only here, where sync creates the run
-        tags = _tags_of(m) | standard_tags(m["config"], (m.get("teacher") or {}).get("run_id"),
-                                           (m.get("environment") or {}).get("git_commit"))
+        # named and tagged as its job would have (the job recorded its tags in metrics.json)
+        tags = m.get("tags") or {}
         run = client.get_run(client.create_run(exp_id, run_name=run_name(m["config"]), tags=tags).info.run_id)
         changes.append(f"created MLflow run {run.info.run_id}")
         history: dict[str, list] = {}
@@ -472,7 +439,7 @@ def sync_run(run_dir: Path, uri: str | None = None) -> str:
     if missing:
         changes.append(f"{len(missing)} metric points")
     new_params = [Param(k, v) for k, v in params.items() if k not in run.data.params]
-    new_tags = [RunTag(k, v) for k, v in _tags_of(m).items() if k not in run.data.tags]
+    new_tags = [RunTag(k, v) for k, v in (m.get("tags") or {}).items() if k not in run.data.tags]
     if new_params or new_tags:
         client.log_batch(run_id, params=new_params, tags=new_tags)
         changes += [f"{len(new)} {what}" for what, new in (("params", new_params), ("tags", new_tags)) if new]

@@ -1,6 +1,7 @@
 """MLflow faults never stop training: a locked store, a killed tracking server, a deleted store; then
 ``mlflow-sync`` leaves exactly one FINISHED MLflow run per run, with every epoch's metrics once."""
 
+import base64
 import json
 import os
 import shutil
@@ -29,7 +30,7 @@ CONFIG = {"run_id": RUN, "dataset": {"name": "synthetic"}, "model": {"name": "wr
           "tracking": {"experiment": "faults", "tags": {"variant": "baseline"}}}
 TAGS = {"role": "teacher-or-baseline", "dataset": "synthetic", "model": "wrn-10-1", "method": "baseline", "seed": "0",
         "run": RUN, "git_commit": "abc123", "variant": "baseline"}
-PNG = b"\x89PNG\r\n\x1a\n not really"
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg==")
 LOCKER = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN EXCLUSIVE'); "
           "print('locked', flush=True); sys.stdin.readline()")
 
@@ -47,7 +48,7 @@ def write_metrics(run_dir: Path, history: list[dict], mlflow_run_id: str | None)
     metrics = {"run_id": RUN, "dataset": "synthetic", "model": "wrn-10-1", "model_options": {}, "method": "baseline",
                "seed": 0, "teacher": None, "epochs": len(history), "history": history, "mlflow_run_id": mlflow_run_id,
                "final_test_error": history[-1].get("test_error"), "config": CONFIG,
-               "environment": {"git_commit": "abc123", "slurm_job_id": None}}
+               "environment": {"git_commit": "abc123", "slurm_job_id": None}, "tags": TAGS}  # as the engine records
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     return run_dir / "metrics.json"
@@ -178,13 +179,13 @@ def test_tracking_server_killed_mid_run_then_sync_against_it_served_again(tmp_pa
     try:
         for epoch in (1, 2):
             tracker.log_metrics(epoch, history[epoch - 1])
-            tracker.log_png(PNG, f"attention/epoch_{epoch:03d}.png")
+            tracker.log_image(PNG, "attention", epoch)
     finally:
         os.killpg(served.pid, signal.SIGKILL)  # the server and its workers, mid-run
         served.wait()
     assert not tracker.offline
     tracker.log_metrics(3, history[2])
-    tracker.log_png(PNG, "attention/epoch_003.png")
+    tracker.log_image(PNG, "attention", 3)
     tracker.log_artifact(write_metrics(run_dir, history, tracker.run_id))
     tracker.finish()
     [warning] = warnings_of(capsys.readouterr().err)
@@ -201,7 +202,7 @@ def test_tracking_server_killed_mid_run_then_sync_against_it_served_again(tmp_pa
         assert changed == f"{len(history[2])} metric points, metrics.json, RUNNING -> FINISHED"
         state = mlflow_state(uri, run_dir)
         assert state["run_id"] == tracker.run_id  # completed, not replaced
-        assert state["artifacts"] == ["attention", "metrics.json"]
+        assert state["artifacts"] == ["images", "metrics.json"]
         assert sync_run(run_dir, uri) == "" and mlflow_state(uri, run_dir) == state
     finally:
         server.stop_group(served)
@@ -215,7 +216,7 @@ def test_an_epoch_logged_twice_by_a_resumed_run_is_synced_to_each_point_once(tmp
     uri, run_dir = f"sqlite:///{store_in(tmp_path, empty_store)}", tmp_path / "run"
     killed = Tracker(uri, "faults", RUN, TAGS, CONFIG)
     killed.log_metrics(1, row(1))
-    killed.log_png(PNG, "attention/epoch_001.png")
+    killed.log_image(PNG, "attention", 1)
     killed.log_metrics(2, row(2))
     resumed = Tracker(uri, "faults", RUN, TAGS, CONFIG, resume=True)
     history = [row(1), row(2, seconds=2.5), row(3)]
@@ -230,7 +231,7 @@ def test_an_epoch_logged_twice_by_a_resumed_run_is_synced_to_each_point_once(tmp
     changed = sync_run(run_dir, uri)
     assert changed.startswith(f"replaced MLflow run {resumed.run_id}")
     state = mlflow_state(uri, run_dir)
-    assert state["run_id"] != resumed.run_id and state["artifacts"] == ["attention", "metrics.json"]
+    assert state["run_id"] != resumed.run_id and state["artifacts"] == ["images", "metrics.json"]
     assert client.get_run(resumed.run_id).info.lifecycle_stage == "deleted"
     assert sync_run(run_dir, uri) == "" and mlflow_state(uri, run_dir) == state
 
