@@ -20,6 +20,7 @@ from .plan import Plan, planned_figures
 from .rundir import atomic_write_text
 from .stats import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Paired, paired, verdict
 
+TOO_SHORT = "too short to judge"
 BASELINES = ("student", "no AT")  # the column that holds the student trained alone
 TEACHER = "teacher"
 NAMES = {"student": "the student", "teacher": "the teacher", "at": "AT", "kd": "KD", "at+kd": "AT+KD",
@@ -55,7 +56,9 @@ WORDS = (f"Each claim pairs seed s of its two columns: gain = error of the colum
          f"two-sided 95% Student-t interval, and MDE, the smallest mean gain these pairs detect with 80% power. "
          f"*{REPRODUCED}*: the interval lies above 0; *{NOT_REPRODUCED}*: below 0; *{INCONCLUSIVE}*: it "
          f"contains 0. Where the table has a teacher, the other claims are tested only once the teacher is "
-         f"clearly better than the student.")
+         f"clearly better than the student. Where the student's error still fell by D points over its last "
+         f"test interval (median over seeds), a gap whose interval does not clear D is *{TOO_SHORT}*: a "
+         f"method that only learns faster or slower than the student moves its error that much.")
 
 
 class Result(NamedTuple):
@@ -91,11 +94,42 @@ def _gap(p: Paired) -> str:
     return f"gap {p.mean:+.2f}, one paired seed" if p.n else "no paired seeds"
 
 
-def _word(p: Paired) -> str:
+class Learning(NamedTuple):
+    """How much the student still learnt at its end: D, the median over seeds of its error at the test
+    before the last minus its final error (0 when it rose), over the epochs ``since`` .. ``until``."""
+
+    drop: float
+    since: int | None
+    until: int | None
+
+    def __str__(self) -> str:
+        span = f" over epochs {self.since}-{self.until}" if self.since is not None and self.until else ""
+        return f"the student's error still fell {self.drop:.2f} points{span}"
+
+
+def still_learning(student: pd.Series) -> Learning | None:
+    """The student's ``Learning`` from its cell's ``previous`` and ``values``; None with a single test."""
+    if "previous" not in student or pd.isna(student["previous"]) or not str(student["previous"]).strip():
+        return None
+    before = pd.Series([float(v) for v in str(student["previous"]).split()], dtype=float)
+    final = pd.Series([float(v) for v in str(student["values"]).split()], dtype=float)
+    drops = (before - final).dropna()
+    if drops.empty:
+        return None
+    at = {k: int(student[k]) if k in student and pd.notna(student[k]) else None for k in ("previous_epoch", "epochs")}
+    return Learning(max(0.0, float(drops.median())), at["previous_epoch"], at["epochs"])
+
+
+def _word(p: Paired, learning: Learning | None = None) -> str:
     if p.interval is None:
         return "one paired seed: no interval" if p.n else "no paired seeds yet"
     word = verdict(p.interval)
-    return f"{word}: only a gain of {p.mde:.2f} points or more was detectable" if word == INCONCLUSIVE else word
+    if word == INCONCLUSIVE:
+        return f"{word}: only a gain of {p.mde:.2f} points or more was detectable"
+    low, high = p.interval
+    if learning is not None and (low <= learning.drop if word == REPRODUCED else high >= -learning.drop):
+        return f"{TOO_SHORT} ({word} otherwise): {learning}, more than the interval clears"
+    return word
 
 
 def claim_results(cells: pd.DataFrame) -> list[Result]:
@@ -111,9 +145,10 @@ def claim_results(cells: pd.DataFrame) -> list[Result]:
         if p.interval is None or verdict(p.interval) != REPRODUCED:
             # a student that learns from a teacher no better than itself tests nothing the paper claims
             gate = f"not testable here: the teacher is not clearly better than the student ({_gap(p)})"
+    learning = still_learning(got[base]) if base is not None else None
     for claim in (c for c in CLAIMS if c.better in got and c.worse in got):
         p = compare(got[claim.better], got[claim.worse])
-        results.append(Result(claim, p, gate or _word(p)))
+        results.append(Result(claim, p, gate or _word(p, learning)))
     return results
 
 
@@ -155,6 +190,9 @@ def row_verdict(cells: pd.DataFrame) -> str:
         gain = f" ({head.pairs.mean:+.2f} points)" if head.pairs.n else ""
         parts.append(f"{head.claim}: {head.verdict}{gain}")
     parts += [v for v in (ordering_verdict(cells),) if v]
+    learning = next((still_learning(c) for c in _finished(cells).values() if c["column"] in BASELINES), None)
+    if learning is not None and (head is None or str(learning) not in head.verdict):
+        parts.append(str(learning))
     if not parts:
         got = _finished(cells)
         best = min(got, key=lambda k: float(got[k]["median"]))
@@ -210,5 +248,5 @@ def write_report(plan: Plan, tables_dir: Path | str, figures_dir: Path | str, ou
     return out
 
 
-__all__ = ["CLAIMS", "Claim", "Result", "claim_results", "claims_table", "compare", "row_verdict",
-           "table_verdicts", "write_report"]
+__all__ = ["CLAIMS", "TOO_SHORT", "Claim", "Learning", "Result", "claim_results", "claims_table", "compare",
+           "row_verdict", "still_learning", "table_verdicts", "write_report"]

@@ -6,6 +6,7 @@ that a concurrent writer could race.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -17,8 +18,21 @@ from .rundir import finished
 
 SUMMARY_COLUMNS = ["run_id", "dataset", "model", "method", "variant", "seed", "teacher_run",
                    "final_test_error", "final_test_error_top5", "best_test_error", "epochs",
+                   "previous_test_error", "previous_test_error_top5", "previous_epoch",
                    "train_seconds", "startup_seconds", "images_per_second", "mlflow_run_id", "slurm_job_id"]
 METRIC_FIELD = {"top1": "final_test_error", "top5": "final_test_error_top5"}
+# the same error at the test before the last one: how much a run still learnt at its end
+PREVIOUS_FIELD = {"top1": "previous_test_error", "top5": "previous_test_error_top5"}
+
+
+def previous_test(history: list[dict]) -> dict:
+    """The epoch and errors of the test before the last one in a run's history (empty with one test)."""
+    tests = [h for h in history if h.get("test_error") is not None]
+    if len(tests) < 2:
+        return {}
+    before = tests[-2]
+    return {"previous_test_error": before["test_error"], "previous_test_error_top5": before.get("test_error_top5"),
+            "previous_epoch": before.get("epoch")}
 
 
 def aggregate(plan: Plan) -> pd.DataFrame:
@@ -38,6 +52,7 @@ def aggregate(plan: Plan) -> pd.DataFrame:
             "train_seconds": m.get("train_seconds"), "startup_seconds": m.get("startup_seconds"),
             "images_per_second": history[-1].get("images_per_second"),
             "mlflow_run_id": m.get("mlflow_run_id"), "slurm_job_id": (m.get("environment") or {}).get("slurm_job_id"),
+            **previous_test(m.get("history") or []),
         })
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
@@ -46,7 +61,9 @@ def cells(plan: Plan, summary: pd.DataFrame) -> pd.DataFrame:
     """Long table: one line per (table, row, column, metric) with our median, spread, n and the paper.
 
     ``seeds`` and ``values`` list each finished run's seed and error, aligned, in the table's seed
-    order, so that a report can pair seed s of one column with seed s of another.
+    order, so that a report can pair seed s of one column with seed s of another; ``previous`` lists,
+    aligned too, each run's error at its test before the last (``nan`` where it had one test), which
+    ``previous_epoch`` and ``epochs`` place in its schedule, so that a report can tell a run still learning.
     """
     by_run = summary.set_index("run_id")
     out = []
@@ -57,6 +74,12 @@ def cells(plan: Plan, summary: pd.DataFrame) -> pd.DataFrame:
             done = [r for r in cell.runs if r in by_run.index and pd.notna(by_run.at[r, METRIC_FIELD[metric]])]
             seeds = [int(by_run.at[r, "seed"]) for r in done]
             values = [float(by_run.at[r, METRIC_FIELD[metric]]) for r in done]
+            field = PREVIOUS_FIELD[metric]
+            previous = [float(by_run.at[r, field]) if field in by_run and pd.notna(by_run.at[r, field]) else math.nan
+                        for r in done]
+            # every run of a cell follows one recipe, so any run that has the value places it for all
+            at = {k: next((by_run.at[r, k] for r in done if pd.notna(by_run.at[r, k])), None) if k in by_run else None
+                  for k in ("previous_epoch", "epochs")}
             s = pd.Series(values, dtype=float)
             paper = paper_value(layout["paper"], paper_row, cell.column, metric)
             median = float(s.median()) if values else None
@@ -69,6 +92,9 @@ def cells(plan: Plan, summary: pd.DataFrame) -> pd.DataFrame:
                 "paper_confirmed": paper.confirmed if paper else None, "diff": diff,
                 "runs": " ".join(cell.runs),
                 "seeds": " ".join(map(str, seeds)), "values": " ".join(map(str, values)),
+                "previous": " ".join(map(str, previous)),
+                "previous_epoch": None if at["previous_epoch"] is None else int(at["previous_epoch"]),
+                "epochs": None if at["epochs"] is None else int(at["epochs"]),
             })
     return pd.DataFrame(out)
 

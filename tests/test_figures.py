@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import math
 import struct
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from atlib.cli import cmd_figures, cmd_report
 from atlib.engine import train
 from atlib.models import load_run_model
 from atlib.plan import Plan, build_plan, figure_paths
-from atlib.report import claim_results, claims_table, row_verdict, write_report
+from atlib.report import TOO_SHORT, Learning, claim_results, claims_table, row_verdict, still_learning, write_report
 from atlib.spec import RunSpec
 from atlib.tables import aggregate, write_tables
 
@@ -197,13 +198,18 @@ def test_attention_snapshot_is_a_png_and_leaves_the_training_mode_alone():
     assert student.training and not teacher.training
 
 
-def _csv(columns: dict[str, dict[int, float]], paper: dict[str, float] | None = None) -> pd.DataFrame:
-    """One (row, metric) of a table CSV as ``atlib tables`` writes it; each column is seed -> error."""
+def _csv(columns: dict[str, dict[int, float]], paper: dict[str, float] | None = None,
+         previous: dict[str, dict[int, float]] | None = None) -> pd.DataFrame:
+    """One (row, metric) of a table CSV as ``atlib tables`` writes it; each column is seed -> error, and
+    ``previous`` gives a column's errors at its test before the last, at epoch 8 of 12."""
     def line(column, errors):
         s = pd.Series(list(errors.values()), dtype=float)
+        before = (previous or {}).get(column)
         return {"row": "r", "column": column, "metric": "top1", "median": s.median(), "n": len(errors),
                 "planned": len(errors), "min": s.min(), "max": s.max(), "paper": (paper or {}).get(column),
-                "seeds": " ".join(map(str, errors)), "values": " ".join(map(str, errors.values()))}
+                "seeds": " ".join(map(str, errors)), "values": " ".join(map(str, errors.values())),
+                "previous": " ".join(str(before.get(k, math.nan)) for k in errors) if before else "",
+                "previous_epoch": 8 if before else None, "epochs": 12}
 
     return pd.DataFrame([line(c, e) for c, e in columns.items()])
 
@@ -280,6 +286,44 @@ def test_table2_and_ablation_claims_without_a_teacher():
     assert list(_claims(_csv(groups))) == [
         "AT in all groups beats AT in group1 only", "AT in all groups beats AT in group2 only",
         "AT in all groups beats AT in group3 only"]
+
+
+def test_still_learning_is_the_students_median_drop_over_its_last_test_interval():
+    # drops 9.5-9.0, 9.0-8.5, 9.5-9.5, 10.4-9.2, nan (seed 4 tested once): 0.5, 0.5, 0.0, 1.2 -> median 0.5
+    before = {0: 9.5, 1: 9.0, 2: 9.5, 3: 10.4}
+    student = _csv({"student": STUDENT}, previous={"student": before}).iloc[0]
+    assert still_learning(student) == Learning(pytest.approx(0.5), 8, 12)
+    assert str(still_learning(student)) == "the student's error still fell 0.50 points over epochs 8-12"
+    risen = _csv({"student": STUDENT}, previous={"student": {k: v - 1 for k, v in STUDENT.items()}}).iloc[0]
+    assert still_learning(risen).drop == 0.0  # error rose at the end: nothing left to learn
+    assert still_learning(_csv({"student": STUDENT}).iloc[0]) is None  # a single test: nothing to compare
+
+
+def test_a_gap_within_what_the_student_still_learnt_is_too_short_to_judge():
+    at = _seeds(8.0, 8.0, 8.0, 8.2, 7.8)  # gain 1 + (0, -0.5, 0.5, 0, 0): [+0.56, +1.44]
+    at_kd = _seeds(8.5, 9.0, 8.0, 8.7, 8.3)  # gain over AT -0.5 + ...: [-0.94, -0.06]
+    kd = _seeds(8.6, 8.6, 8.6, 8.8, 8.4)  # gain 0.4 + ...: [-0.04, +0.84]
+
+    def words(drop):  # every student seed fell by `drop` over epochs 8-12
+        cells = _csv({"student": STUDENT, "at": at, "kd": kd, "at+kd": at_kd},
+                     previous={"student": {k: v + drop for k, v in STUDENT.items()}})
+        return {k: v[-1] for k, v in _claims(cells).items()}, row_verdict(cells)
+
+    got, head = words(0.05)  # 0.56 > 0.05 and -0.06 < -0.05: both gaps clear what the student still learnt
+    assert got["AT beats the student"] == "reproduced" and got["AT+KD beats AT"] == "not reproduced"
+    assert head.endswith("the student's error still fell 0.05 points over epochs 8-12")
+    got, _ = words(0.1)  # -0.06 no longer clears -0.1
+    assert got["AT beats the student"] == "reproduced"
+    assert got["AT+KD beats AT"] == (f"{TOO_SHORT} (not reproduced otherwise): the student's error still fell "
+                                     f"0.10 points over epochs 8-12, more than the interval clears")
+    got, head = words(0.6)  # 0.56 no longer clears 0.6
+    assert got["AT beats the student"].startswith(f"{TOO_SHORT} (reproduced otherwise)")
+    assert head.startswith(f"AT beats the student: {TOO_SHORT} (reproduced otherwise)")
+    assert got["KD beats the student"].startswith("inconclusive")  # an interval holding 0 stays inconclusive
+    teacher = _seeds(6.0, 6.1, 6.2, 6.0, 6.2)  # the teacher's own gap is a precondition, never gated
+    cells = _csv({"student": STUDENT, "teacher": teacher, "at": at},
+                 previous={"student": {k: v + 5 for k, v in STUDENT.items()}})
+    assert _claims(cells)["the teacher beats the student"][-1] == "reproduced"
 
 
 def test_headline_keeps_the_ordering_against_the_paper():

@@ -7,7 +7,7 @@ import pytest
 
 from atlib.plan import build_plan
 from atlib.stats import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, paired, t_quantile, verdict
-from atlib.tables import cells
+from atlib.tables import cells, previous_test
 
 # five seeds: d = student - at = 1.0, 0.5, 1.5, 1.0, 1.0
 STUDENT = {0: 9.0, 1: 8.5, 2: 9.5, 3: 9.2, 4: 8.8}
@@ -92,3 +92,25 @@ def test_table_csv_lists_each_cells_seeds_and_values_aligned_in_the_tables_seed_
         ("at", "top1"): ("1", "8.0", 1), ("at", "top5"): ("1", "1.0", 1),
         ("teacher", "top1"): ("", "", 0), ("teacher", "top5"): ("", "", 0),
     }
+
+
+def test_previous_test_is_the_test_before_the_last_and_cells_align_it_with_the_seeds():
+    history = [{"epoch": 1}, {"epoch": 2, "test_error": 20.0, "test_error_top5": 2.0}, {"epoch": 3},
+               {"epoch": 4, "test_error": 17.5, "test_error_top5": 1.5}, {"epoch": 5, "test_error": 17.0}]
+    assert previous_test(history) == {"previous_test_error": 17.5, "previous_test_error_top5": 1.5,
+                                      "previous_epoch": 4}
+    assert previous_test(history[:2]) == {}  # one test: nothing before it
+    plan = build_plan({
+        "name": "pv", "seeds": [3, 1], "datasets": {"synthetic": {"name": "synthetic"}},
+        "tables": {"t": {"title": "T", "dataset": "synthetic", "recipe": "paper", "metrics": ["top1"],
+                         "columns": ["student"], "rows": [{"student": "wrn-10-1"}]}},
+    })
+    runs = plan.cells[0].runs
+    summary = pd.DataFrame([  # seed 3 was tested once, seed 1 at epoch 4 before its last epoch 5
+        {"run_id": runs[0], "seed": 3, "final_test_error": 9.5, "epochs": 5},
+        {"run_id": runs[1], "seed": 1, "final_test_error": 9.0, "previous_test_error": 10.25, "previous_epoch": 4,
+         "epochs": 5},
+    ])
+    cell = cells(plan, summary).iloc[0]
+    assert (cell["seeds"], cell["values"], cell["previous"]) == ("3 1", "9.5 9.0", "nan 10.25")
+    assert (cell["previous_epoch"], cell["epochs"]) == (4, 5)  # one recipe: seed 1's places it for the cell
