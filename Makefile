@@ -8,9 +8,8 @@ CONFIG    ?= config/quick.yaml
 CORES     ?= all
 WORKDIR   ?= .
 SNAKEMAKE := $(VENV)/bin/snakemake --configfile $(abspath $(CONFIG)) --cores $(CORES) --directory $(WORKDIR)
-# results/<name>/report.html: the config's `results` and `name` keys
-RESULTS   := $(or $(shell sed -n 's/^results:[[:space:]]*\([^[:space:]#]*\).*/\1/p' $(CONFIG)),results)
-HTML      := $(abspath $(WORKDIR))/$(RESULTS)/$(shell sed -n 's/^name:[[:space:]]*\([^[:space:]#]*\).*/\1/p' $(CONFIG))/report.html
+# results/<name>, as the validated config says (asked at run time: the .venv may not exist yet)
+OUTPUT    := cd $(WORKDIR) && $(abspath $(PY)) -m atlib plan --output-dir $(abspath $(CONFIG))
 
 .PHONY: reproduce test lint data slurm chromium
 
@@ -22,7 +21,8 @@ reproduce: $(STAMP) data
 	@flock -n -E 75 $(WORKDIR)/.snakemake/atlib.flock sh -c '$(PY) -m atlib clear-stale-locks $(WORKDIR) && $(SNAKEMAKE) && \
 	  ( cd $(WORKDIR) && $(abspath $(PY)) -m atlib mlflow-sync $(abspath $(CONFIG)) && \
 	    $(abspath $(PY)) -m atlib mlflow-summary $(abspath $(CONFIG)) >/dev/null || true ) && \
-	  $(SNAKEMAKE) --report $(HTML) >/dev/null 2>&1 && echo "HTML report (tables, figures, verdicts): $(HTML)"'; \
+	  html=$$($(OUTPUT))/report.html && $(SNAKEMAKE) --report $$html >/dev/null 2>&1 && \
+	  echo "HTML report (tables, figures, verdicts): $$html"'; \
 	  rc=$$?; [ $$rc -ne 75 ] || echo "atlib: another reproduction is running in $(WORKDIR)"; exit $$rc
 
 test: $(STAMP) data slurm chromium

@@ -101,6 +101,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     plan = load_plan(args.config)
+    if args.output_dir:
+        print(Path(plan.results, plan.name).resolve())
+        return 0
     for run_id in plan.runs:
         print(run_id)
     print(f"{len(plan.runs)} runs ({len(plan.teachers)} teachers, {len(plan.teacher_of)} distilled students), "
@@ -288,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("config", help="experiment config YAML (e.g. config/quick.yaml)")
         if out:
             c.add_argument("--out", help=f"output file or folder (default {out})")
+        if name == "plan":
+            c.add_argument("--output-dir", action="store_true",
+                           help="print the config's output folder (results/<name>, absolute) instead of its runs")
         if name == "tables":
             c.add_argument("--summary", help="summary.csv (default results/<name>/summary.csv)")
             c.add_argument("--quiet", action="store_true", help="do not print the tables")

@@ -172,3 +172,16 @@ def test_missing_dataset_root_is_reported():
     cfg["datasets"]["fmnist-1500"]["root"] = "/nonexistent/fmnist"
     problems = missing_data(build_plan(cfg))
     assert len(problems) == 1 and "/nonexistent/fmnist" in problems[0]
+
+
+def test_plan_output_dir_is_results_name_from_where_it_runs(tmp_path, monkeypatch, capsys):
+    from atlib.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "mine", "results": "out", "seeds": [0], "datasets": {"synthetic": {"name": "synthetic"}},
+        "tables": {"t": {"title": "T", "dataset": "synthetic", "recipe": "paper", "columns": ["student"],
+                         "rows": [{"student": "wrn-10-1"}]}}}))
+    monkeypatch.chdir(tmp_path)  # what make reproduce does for WORKDIR
+    assert main(["plan", "--output-dir", str(config)]) == 0
+    assert capsys.readouterr().out == f"{tmp_path.resolve() / 'out' / 'mine'}\n"
