@@ -230,7 +230,8 @@ def report_text(plan: Plan, tables_dir: Path, figures_dir: Path, out_dir: Path) 
         parts.append(md.read_text().rstrip() + "\n" if md.is_file()
                      else f"## {layout['title']}\n\n*{md} not written yet.*\n")
         if csv.is_file():
-            long = pd.read_csv(csv, dtype={"seeds": str, "values": str})  # "0" stays a seed list, not a number
+            # "0" stays a list of one seed, not a number
+            long = pd.read_csv(csv, dtype={"seeds": str, "values": str, "previous": str})
             parts.append("**Verdict**\n\n" + "\n\n".join(table_verdicts(long)) + "\n")
         for f in (f for f in figures if f.table == table):
             caption = {"attention": f"Attention maps, {f.row}", "curves": f"Training curves, {f.row}",
