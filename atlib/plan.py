@@ -35,6 +35,7 @@ from .spec import (
     check_name,
     compact_dict,
     data_dict,
+    method_entry,
 )
 
 TOP_KEYS = {"name", "results", "seeds", "teacher_seed", "device", "threads", "max_teacher_error",
@@ -115,9 +116,7 @@ def variant_slug(method: Method, defaults: Method) -> str:
 
 def _method(cfg: Mapping[str, Any] | str, defaults: Mapping[str, Mapping[str, Any]], where: str) -> Method:
     cfg = {"name": cfg} if isinstance(cfg, str) else dict(cfg)
-    name = cfg.get("name")
-    if methods.get(name) is None:
-        raise ConfigError(f"{where}.name: unknown method {name!r}; expected one of {', '.join(methods.names())}")
+    name = cfg.get("name")  # Method.from_config names an unknown one
     return Method.from_config({"name": name, **defaults.get(name, {}), **cfg}, where)
 
 
@@ -249,8 +248,7 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
     recipes.setdefault("paper", Recipe())
     method_defaults = dict(config.get("methods") or {})
     for name, params in method_defaults.items():
-        if methods.get(name) is None:
-            raise ConfigError(f"methods.{name}: unknown method; expected one of {', '.join(methods.names())}")
+        method_entry(name, f"methods.{name}")
         Method.from_config({"name": name, **(params or {})}, f"methods.{name}")
     defaults_of = {n: Method.from_config({"name": n, **(method_defaults.get(n) or {})}) for n in methods.names()}
     common = {"device": config.get("device", "auto"), "threads": config.get("threads")}
@@ -318,9 +316,7 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
                                              f"{rwhere}.teacher_seed")
             row_methods = dict(method_defaults)
             for name, params in (row.get("methods") or {}).items():
-                if methods.get(name) is None:
-                    raise ConfigError(f"{rwhere}.methods.{name}: unknown method; "
-                                      f"expected one of {', '.join(methods.names())}")
+                method_entry(name, f"{rwhere}.methods.{name}")
                 row_methods[name] = {**(row_methods.get(name) or {}), **(params or {})}
             if "student" not in row:
                 raise ConfigError(f"{rwhere}.student: missing")

@@ -66,6 +66,14 @@ def check_run_id(value: Any, where: str = "run_id") -> str:
 # --- methods ----------------------------------------------------------------------------------
 
 BETA_SCHEDULES: tuple[str, ...] = ("constant", "linear", "step")
+
+
+def method_entry(name: Any, where: str) -> methods.MethodDef:
+    """The registry entry of a method name; an unknown name is a ConfigError naming the key ``where``."""
+    entry = methods.get(name)
+    if entry is None:
+        raise ConfigError(f"{where}: unknown method {name!r}; expected one of {', '.join(methods.names())}")
+    return entry
 BETA_STEPS = (0.3, 0.6, 0.8)  # the "step" schedule: beta x BETA_GAMMA at these fractions of training
 BETA_GAMMA = 0.2
 
@@ -92,9 +100,7 @@ class Method:
         """Build from ``{"name": ..., **params}``; an unknown method, parameter or value is a ConfigError."""
         cfg = {"name": cfg} if isinstance(cfg, str) else dict(cfg)
         name = cfg.pop("name", None)
-        entry = methods.get(name)
-        if entry is None:
-            raise ConfigError(f"{where}.name: unknown method {name!r}; expected one of {', '.join(methods.names())}")
+        entry = method_entry(name, f"{where}.name")
         cfg = {**entry.defaults, **cfg}
         unknown = set(cfg) - entry.parameters
         if unknown:
