@@ -122,11 +122,13 @@ def serve(host: str = "127.0.0.1", port: int = 5000, store: str = DEFAULT_STORE,
     login = ""
     if auth:
         cmd += ["--app-name", "basic-auth"]
-        env.setdefault("MLFLOW_AUTH_CONFIG_PATH", str(auth_config(store_path)))
+        if "MLFLOW_AUTH_CONFIG_PATH" not in env:  # a basic-auth .ini of the user's own is used as it is
+            env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config(store_path))
         # the key of the UI's forms' CSRF tokens: one process (--workers 1), so a fresh one per start will do
         env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
-        user = env.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin"
-        login = f' MLFLOW_TRACKING_USERNAME={user} MLFLOW_TRACKING_PASSWORD="$MLFLOW_AUTH_ADMIN_PASSWORD"'
+        if env.get("MLFLOW_AUTH_ADMIN_PASSWORD"):  # else the admin is whoever the user's .ini names
+            user = env.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin"
+            login = f' MLFLOW_TRACKING_USERNAME={user} MLFLOW_TRACKING_PASSWORD="$MLFLOW_AUTH_ADMIN_PASSWORD"'
     url = url_of(public_name(host), port)
     local_url = url_of("127.0.0.1" if host in WILDCARD else host, port)
     previous = signal.signal(signal.SIGTERM, _interrupt)

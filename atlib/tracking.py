@@ -20,7 +20,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -57,8 +57,16 @@ def tracking_uri(store: str | None = None) -> str:
     return f"sqlite:///{Path(store or DEFAULT_STORE).resolve()}"
 
 
-def ui_url(experiment_id: str, run_id: str | None = None, base: str = UI) -> str:
+def ui_base() -> str:
+    """Where MLflow's UI is: the tracking server of ``MLFLOW_TRACKING_URI`` when it is one, else ``mlflow ui``'s
+    default address (a SQLite store has no UI of its own)."""
+    env = os.environ.get("MLFLOW_TRACKING_URI", "")
+    return env if env.startswith(("http://", "https://")) else UI
+
+
+def ui_url(experiment_id: str, run_id: str | None = None, base: str | None = None) -> str:
     """A page of MLflow's UI (hash routes ``/experiments/<id>/runs[/<run>]``): an experiment's runs list, or a run."""
+    base = base or ui_base()
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs{f'/{run_id}' if run_id else ''}?{UI_VIEW}"
 
 
@@ -70,12 +78,11 @@ def browse_hint(store: str, report_dir: Path | str) -> str:
         path = Path(report_dir, name)
         return [line.split("\t") for line in path.read_text().splitlines()] if path.is_file() else []
 
-    env = os.environ.get("MLFLOW_TRACKING_URI", "")
-    server = env if env.startswith(("http://", "https://")) else UI
     pages = [(eid, f"{name}: its runs") for name, eid, *_ in rows("mlflow-experiments.tsv")]
     pages += [(eid, "the tables: one run each") for eid in sorted({e for _, e, *_ in rows("mlflow-summary.tsv")})]
-    serve = "" if server == env else f"mlflow ui --backend-store-uri sqlite:///{store} --host 127.0.0.1, then "
-    return f"Browse the runs: {serve}open" + "".join(f"\n  {ui_url(e, base=server)}  ({what})" for e, what in pages)
+    uri = tracking_uri(store)
+    serve = "" if uri == ui_base() else f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1, then "
+    return f"Browse the runs: {serve}open" + "".join(f"\n  {ui_url(e)}  ({what})" for e, what in pages)
 
 
 def _user() -> str:
@@ -530,6 +537,19 @@ def _summary_note(title: str, config: str, table: str, cells: list[dict[str, str
     return text
 
 
+def summary_metrics(cells: Sequence[Mapping[str, str]]) -> dict[str, float]:
+    """The metrics of a table's summary run: each finished cell's median (lines of ``<table>.csv``), keyed
+    ``median[_<metric>]/<row>/<column>`` in MLflow's allowed characters."""
+    medians: dict[str, float] = {}
+    for c in cells:
+        if c["median"]:
+            key = metric_key("median" if c["metric"] == "top1" else f"median_{c['metric']}", c["row"], c["column"])
+            while key in medians:  # two labels that differ only in characters MLflow refuses
+                key += "_"
+            medians[key] = float(c["median"])
+    return medians
+
+
 def log_summaries(plan: Any, uri: str) -> list[tuple[str, str, str]]:
     """One FINISHED MLflow run per table of ``plan`` in experiment ``<config name> · tables``, found again by
     its tags ``summary=<config name>`` and ``table=<table>`` and updated in place: each cell's median (from
@@ -546,10 +566,12 @@ def log_summaries(plan: Any, uri: str) -> list[tuple[str, str, str]]:
     base = Path(plan.results, plan.name)
     # an experiment of its own: a table's cells may be in several experiments (a teacher trained on other data),
     # and a dataset's experiment stays a list of training runs
-    exp_id = ensure_experiments([summary_experiment(plan.name)], uri)[summary_experiment(plan.name)]
+    ids = ensure_experiments([*plan.experiments, summary_experiment(plan.name)], uri)
+    exp_id = ids.pop(summary_experiment(plan.name))
     client = _client(uri)
-    links = _runs_by_tag(client, ensure_experiments(plan.experiments, uri).values())
+    links = _runs_by_tag(client, ids.values())
     seeds = {r: int(spec.get("seed", 0)) for r, spec in plan.runs.items()}
+    figures = planned_figures(plan, base / "figures")
     done = []
     for table, layout in plan.tables.items():
         with open(base / "tables" / f"{table}.csv", newline="") as f:
@@ -565,21 +587,14 @@ def log_summaries(plan: Any, uri: str) -> list[tuple[str, str, str]]:
             run_id, have = client.create_run(exp_id, run_name=name, tags=tags).info.run_id, {}
         for twin in found[1:]:  # two summaries of one table (concurrent DAGs): one stays
             client.delete_run(twin.info.run_id)
-        medians: dict[str, float] = {}
-        for c in cells:
-            if c["median"]:
-                key = metric_key("median" if c["metric"] == "top1" else f"median_{c['metric']}", c["row"], c["column"])
-                while key in medians:  # two labels that differ only in characters MLflow refuses
-                    key += "_"
-                medians[key] = float(c["median"])
+        medians = summary_metrics(cells)
         now = int(time.time() * 1000)
         # a metric logged again is a second point of its history: only a changed median is
         changed = [Metric(k, v, now, 0) for k, v in medians.items() if have.get(k) != v]
         client.log_batch(run_id, metrics=changed, tags=[RunTag(k, v) for k, v in tags.items()])
         with tempfile.TemporaryDirectory() as tmp:
             for folder, files in (("tables", [base / "tables" / f"{table}.{ext}" for ext in ("md", "csv")]),
-                                  ("figures", [f.path for f in planned_figures(plan, base / "figures")
-                                               if f.table == table]),
+                                  ("figures", [f.path for f in figures if f.table == table]),
                                   ("", [base / "report.md"])):
                 Path(tmp, folder).mkdir(exist_ok=True)
                 for file in files:

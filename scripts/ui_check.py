@@ -31,7 +31,7 @@ from pathlib import Path
 
 from atlib import server
 from atlib.plan import load_plan
-from atlib.tracking import EXPERIMENT_KIND, metric_key, run_name, summary_experiment, ui_url
+from atlib.tracking import EXPERIMENT_KIND, run_name, summary_experiment, summary_metrics, ui_url
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW = "1400,900"
@@ -131,8 +131,7 @@ def check_mlflow(workdir: Path, plan, out: Path, base: str, fail: list[str]) -> 
     run = api(base, f"runs/get?run_id={run_id}")["run"]
     logged = {m["key"]: m["value"] for m in run["data"].get("metrics", [])}
     with open(report / "tables" / f"{table}.csv", newline="") as f:
-        medians = {metric_key("median" if c["metric"] == "top1" else f"median_{c['metric']}", c["row"],
-                              c["column"]): float(c["median"]) for c in csv.DictReader(f) if c["median"]}
+        medians = summary_metrics(list(csv.DictReader(f)))
     if logged != medians:
         fail.append(f"summary run {run_id}: metrics {logged}, the table's medians {medians}")
     files = artifacts(base, run_id)

@@ -161,3 +161,37 @@ def test_non_loopback_with_an_admin_password_requires_logins(tmp_path, monkeypat
         code = proc.wait(timeout=60)
     assert code == 0 and exp
     assert (store.parent / "mlflow-auth.db").is_file() and not list(cwd.iterdir())  # users beside the store
+
+
+def test_a_users_basic_auth_ini_is_used_as_it_is_and_no_login_line_is_guessed(tmp_path, monkeypatch, capsys):
+    seen: dict[str, str] = {}
+
+    class Exited:  # a server that exits at once: serve() reports it without waiting
+        def poll(self) -> int:
+            return 3
+
+    def popen(cmd, env, **kwargs):
+        seen.update(env)
+        return Exited()
+
+    monkeypatch.setattr(server.subprocess, "Popen", popen)
+    monkeypatch.setattr(server, "stop_group", lambda proc: None)
+    mine = tmp_path / "mine.ini"
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(mine))
+    monkeypatch.delenv("MLFLOW_AUTH_ADMIN_PASSWORD", raising=False)
+    assert server.serve(store=str(tmp_path / "db/mlflow.db"), artifacts=str(tmp_path / "a")) == 3
+    assert seen["MLFLOW_AUTH_CONFIG_PATH"] == str(mine)
+    assert not (tmp_path / "db/mlflow-auth.ini").exists()  # the user's file, not one atlib wrote
+
+
+def test_browse_hint_serves_the_store_the_jobs_log_to(tmp_path, monkeypatch):
+    from atlib.tracking import browse_hint
+
+    (tmp_path / "mlflow-experiments.tsv").write_text("quick\t7\n")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/other.db")
+    hint = browse_hint("results/mlflow.db", tmp_path)
+    assert hint.startswith(f"Browse the runs: mlflow ui --backend-store-uri sqlite:///{tmp_path}/other.db ")
+    assert "http://127.0.0.1:5000/#/experiments/7/runs?" in hint
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracker:5000")
+    assert browse_hint("results/mlflow.db", tmp_path).startswith(
+        "Browse the runs: open\n  http://tracker:5000/#/experiments/7/runs?")
