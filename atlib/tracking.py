@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import fcntl
 import getpass
-import io
 import os
 import re
 import sys
@@ -24,9 +23,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import rundir
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DEFAULT_STORE = "results/mlflow.db"
 ARTIFACTS = "results/mlartifacts"
@@ -347,13 +349,9 @@ class Tracker:
     def log_artifact(self, path: Path) -> None:
         self._call(Path(path).name, lambda: self.client.log_artifact(self.run_id, str(path)))
 
-    def log_image(self, png: bytes, key: str, step: int) -> None:
-        """An image (PNG bytes) at a step, e.g. the attention maps after an epoch: the run's image view shows
-        the latest step of ``key``, with a slider through the others."""
-        from PIL import Image
-
-        image = Image.open(io.BytesIO(png))
-        image.load()
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
+        """An image ((H, W) or (H, W, 3 or 4) uint8 pixels) at a step, e.g. the attention maps after an epoch:
+        the run's image view shows the latest step of ``key``, with a slider through the others."""
         # synchronous: an asynchronous log would fail out of the retry's reach
         self._call(f"{key} image at step {step}", lambda: self.client.log_image(
             self.run_id, image, key=key, step=step, timestamp=int(time.time() * 1000), synchronous=True))
@@ -372,7 +370,7 @@ class NullTracker:
 
     def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None: ...
     def log_artifact(self, path: Path) -> None: ...
-    def log_image(self, png: bytes, key: str, step: int) -> None: ...
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None: ...
     def finish(self, status: str = "FINISHED") -> None: ...
 
 

@@ -6,6 +6,7 @@ import math
 import struct
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -183,7 +184,7 @@ def test_commands_write_the_figures_and_the_report(done, tmp_path):
     assert "## Table 1 on synthetic data" in report.read_text()
 
 
-def test_attention_snapshot_is_a_png_and_leaves_the_training_mode_alone():
+def test_attention_snapshot_is_the_figures_pixels_and_leaves_the_training_mode_alone(tmp_path):
     from atlib.models import build_model
 
     torch.manual_seed(0)
@@ -191,10 +192,12 @@ def test_attention_snapshot_is_a_png_and_leaves_the_training_mode_alone():
     x, y = torch.randn(2, 1, 16, 16), torch.tensor([3, 4])
     fig = maps.snapshot_figure(student, teacher, x, groups=[1, 2], y=y)
     assert len(fig.axes) == 2 * (1 + 2 * 2)  # two images x (input + 2 networks x 2 groups)
-    data = maps.attention_snapshot(student, teacher, x, groups=[1, 2], y=y)
-    assert data[:8] == PNG_SIGNATURE
-    width, height = struct.unpack(">II", data[16:24])
-    assert (width, height) == (px(maps.PANEL * 5), px(maps.PANEL * 2 + maps.HEADER))
+    pixels = maps.attention_snapshot(student, teacher, x, groups=[1, 2], y=y)
+    assert pixels.shape == (px(maps.PANEL * 2 + maps.HEADER), px(maps.PANEL * 5), 4) and pixels.dtype == np.uint8
+    from PIL import Image
+
+    saved = maps.save(maps.snapshot_figure(student, teacher, x, groups=[1, 2], y=y), tmp_path / "s.png")
+    assert (np.asarray(Image.open(saved).convert("RGBA")) == pixels).all()  # what the figure file shows
     assert student.training and not teacher.training
 
 

@@ -3,7 +3,6 @@
 installed, the UI itself (scripts/ui_check.py)."""
 
 import csv
-import io
 import json
 import re
 import shutil
@@ -13,6 +12,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import ROOT
 
@@ -41,12 +41,8 @@ def client(workdir: Path):
     return mlflow.MlflowClient(f"sqlite:///{workdir}/results/mlflow.db")
 
 
-def png(colour: tuple[int, int, int]) -> bytes:
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.new("RGB", (24, 12), colour).save(out, "PNG")
-    return out.getvalue()
+def pixels(colour: tuple[int, int, int]) -> np.ndarray:
+    return np.full((12, 24, 3), colour, dtype=np.uint8)
 
 
 def test_run_names_lead_with_what_tells_runs_apart_and_name_every_paper_run_once():
@@ -189,7 +185,7 @@ def test_tracker_logs_images_by_step_and_system_metrics_until_it_finishes(tmp_pa
     uri = f"sqlite:///{tmp_path}/m.db"
     tracker = Tracker(uri, "e", "n", {"run": "r"}, {}, system_metrics=True)
     for step, colour in ((1, (255, 0, 0)), (2, (0, 0, 255))):
-        tracker.log_image(png(colour), "attention", step)
+        tracker.log_image(pixels(colour), "attention", step)
     time.sleep(1.0)
     tracker.finish()
     quiet = Tracker(uri, "e", "n", {"run": "q"}, {})  # off unless asked: a Tracker in a test, say

@@ -1,7 +1,6 @@
 """MLflow faults never stop training: a locked store, a killed tracking server, a deleted store; then
 ``mlflow-sync`` leaves exactly one FINISHED MLflow run per run, with every epoch's metrics once."""
 
-import base64
 import json
 import os
 import shutil
@@ -12,6 +11,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import SYNTHETIC
@@ -30,7 +30,7 @@ CONFIG = {"run_id": RUN, "dataset": {"name": "synthetic"}, "model": {"name": "wr
           "tracking": {"experiment": "faults", "tags": {"variant": "baseline"}}}
 TAGS = {"role": "teacher-or-baseline", "dataset": "synthetic", "model": "wrn-10-1", "method": "baseline", "seed": "0",
         "run": RUN, "git_commit": "abc123", "variant": "baseline"}
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg==")
+PIXELS = np.zeros((1, 1), dtype=np.uint8)  # a 1x1 grey image
 LOCKER = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN EXCLUSIVE'); "
           "print('locked', flush=True); sys.stdin.readline()")
 
@@ -179,13 +179,13 @@ def test_tracking_server_killed_mid_run_then_sync_against_it_served_again(tmp_pa
     try:
         for epoch in (1, 2):
             tracker.log_metrics(epoch, history[epoch - 1])
-            tracker.log_image(PNG, "attention", epoch)
+            tracker.log_image(PIXELS, "attention", epoch)
     finally:
         os.killpg(served.pid, signal.SIGKILL)  # the server and its workers, mid-run
         served.wait()
     assert not tracker.offline
     tracker.log_metrics(3, history[2])
-    tracker.log_image(PNG, "attention", 3)
+    tracker.log_image(PIXELS, "attention", 3)
     tracker.log_artifact(write_metrics(run_dir, history, tracker.run_id))
     tracker.finish()
     [warning] = warnings_of(capsys.readouterr().err)
@@ -216,7 +216,7 @@ def test_an_epoch_logged_twice_by_a_resumed_run_is_synced_to_each_point_once(tmp
     uri, run_dir = f"sqlite:///{store_in(tmp_path, empty_store)}", tmp_path / "run"
     killed = Tracker(uri, "faults", RUN, TAGS, CONFIG)
     killed.log_metrics(1, row(1))
-    killed.log_image(PNG, "attention", 1)
+    killed.log_image(PIXELS, "attention", 1)
     killed.log_metrics(2, row(2))
     resumed = Tracker(uri, "faults", RUN, TAGS, CONFIG, resume=True)
     history = [row(1), row(2, seconds=2.5), row(3)]
