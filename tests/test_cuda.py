@@ -113,8 +113,10 @@ def test_cuda_compiled_training_gives_the_eager_losses(tmp_path):
     train(RunSpec.from_dict(spec_dict(model="wrn-10-2", recipe={"epochs": 0})), teacher, quiet)
     student = {"method": "at", "teacher": {"run_dir": str(teacher), "model": "wrn-10-2"}}
     eager = train(RunSpec.from_dict(spec_dict(**student, recipe={"epochs": 2})), tmp_path / "e", quiet)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     compiled = train(RunSpec.from_dict(spec_dict(**student, recipe={"epochs": 2, "compile": True})), tmp_path / "c",
                      quiet)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > graphs  # it did compile
     for a, b in zip(compiled["history"], eager["history"], strict=True):
         # bf16: fused kernels round in other places than eager ones
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=2e-2)

@@ -127,6 +127,8 @@ def test_smoke_run_writes_both_summaries(tmp_path):
     assert projection["projected_hours"] > 0 and isinstance(projection["meets_goal"], bool)
     precision = r["parts"]["precision"]
     assert set(precision["runs"]) == {"bf16", "fp32", "bf16_seed1"} and "bf16_minus_fp32" in precision
+    if not torch.cuda.is_available():  # both runs are fp32 on a CPU: patching autocast out must change nothing
+        assert precision["runs"]["bf16"] == precision["runs"]["fp32"] and precision["bf16_minus_fp32"] == 0
     for heading in ("## jobs", "## train_step", "## projection", "## precision", "## tests"):
         assert heading in md
     print(f"smoke run: {time.perf_counter() - t0:.0f} s")
