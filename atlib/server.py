@@ -95,6 +95,14 @@ def auth_config(store_path: Path) -> Path:
     return path
 
 
+def command(host: str, port: int, store_path: Path, artifacts_path: Path) -> tuple[list[str], dict[str, str]]:
+    """The ``mlflow server`` command line on a SQLite store, and its environment."""
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
+           "--backend-store-uri", f"sqlite:///{store_path}", "--artifacts-destination", str(artifacts_path),
+           "--workers", "1"]  # one worker: the default 4 (and their job runners) hold ~1.5 GB
+    return cmd, os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no background job runners
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -113,12 +121,9 @@ def serve(host: str = "127.0.0.1", port: int = 5000, store: str = DEFAULT_STORE,
         return 2
     store_path, artifacts_path = Path(store).resolve(), Path(artifacts).resolve()
     store_path.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
-           "--backend-store-uri", f"sqlite:///{store_path}", "--artifacts-destination", str(artifacts_path),
-           "--workers", "1"]  # one worker: the default 4 (and their job runners) hold ~1.5 GB
+    cmd, env = command(host, port, store_path, artifacts_path)
     if host not in LOOPBACK:
         cmd += ["--allowed-hosts", allowed_hosts(host)]
-    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no background job runners
     login = ""
     if auth:
         cmd += ["--app-name", "basic-auth"]

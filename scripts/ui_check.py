@@ -31,7 +31,7 @@ from pathlib import Path
 
 from atlib import server
 from atlib.plan import load_plan
-from atlib.tracking import EXPERIMENT_KIND, run_name, summary_experiment, summary_metrics, ui_url
+from atlib.tracking import ARTIFACTS, EXPERIMENT_KIND, run_name, summary_experiment, summary_metrics, ui_url
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW = "1400,900"
@@ -195,10 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     store = (workdir / plan.store).resolve()
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{store}",
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            env=os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd, env = server.command("127.0.0.1", port, store, (workdir / ARTIFACTS).resolve())
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     fail: list[str] = []
     try:
         if not server.wait_ready(proc, base):

@@ -88,10 +88,8 @@ def mlflow_state(uri: str, run_dir: Path, tags: Mapping[str, str] = TAGS) -> dic
 
 def mlflow_server(store: Path, artifacts: Path, port: int) -> subprocess.Popen:
     """``mlflow server`` in a process group of its own, so that killing the group kills its workers too."""
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{store}", "--artifacts-destination", str(artifacts),
-                             "--workers", "1"], env=os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd, env = server.command("127.0.0.1", port, store, artifacts)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     if not server.wait_ready(proc, f"http://127.0.0.1:{port}"):
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail("mlflow server did not start")
