@@ -58,6 +58,11 @@ class Source(ABC):
         """Shuffled, augmented, normalised batches; a function of ``(seed, epoch)`` only, so resuming repeats
         them exactly. A final partial batch is kept unless it has a single image (BatchNorm needs two)."""
 
+    def train_steps(self, batch_size: int) -> int:
+        """How many batches :meth:`train_batches` yields: ceil(n / batch_size), less a final batch of one."""
+        full, rest = divmod(self.train_size, batch_size)
+        return full + int(rest >= min(2, batch_size))
+
     @abstractmethod
     def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         """Every test image once, in a fixed order, normalised and not augmented."""
@@ -206,10 +211,33 @@ def _subset(cfg: DataConfig, xs: list[Tensor], ys: list[Tensor], num_classes: in
     if len(train_x) != len(train_y) or len(test_x) != len(test_y):
         raise DataError(f"{where}: {len(train_x)}/{len(test_x)} train/test images but "
                         f"{len(train_y)}/{len(test_y)} labels")
-    train_n = _take(cfg.train_size, len(train_x), "train_size", where)
     test_n = _take(cfg.test_size, len(test_x), "test_size", where)
-    return TensorSource(train_x[:train_n], train_y[:train_n], test_x[:test_n], test_y[:test_n],
+    if cfg.per_class is None:
+        train_n = _take(cfg.train_size, len(train_x), "train_size", where)
+        keep = torch.arange(train_n)
+    else:
+        keep = per_class_indices(train_y, num_classes, cfg.per_class, cfg.subset_seed, where)
+    return TensorSource(train_x[keep], train_y[keep], test_x[:test_n], test_y[:test_n],
                         num_classes, mean, std, pad)
+
+
+def per_class_indices(labels: Tensor, num_classes: int, per_class: int, seed: int | str | None,
+                      where: Path | str) -> Tensor:
+    """Indices of ``per_class`` images of each class, in file order: each class's first ones, or a draw
+    under ``seed`` (a permutation of the whole training set, read class by class)."""
+    if seed == "run":
+        raise ConfigError("subset_seed: 'run' is resolved to the run's seed by the plan; a run spec needs an integer")
+    order = torch.arange(len(labels))
+    if seed is not None:
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(_mix(int(seed), 0x5EB5E7)))
+    chosen = []
+    for c in range(num_classes):
+        members = order[labels[order] == c]
+        if len(members) < per_class:
+            raise ConfigError(f"per_class: {per_class} requested but {where} has only {len(members)} images "
+                              f"of class {c}")
+        chosen.append(members[:per_class])
+    return torch.cat(chosen).sort().values
 
 
 def _take(wanted: int | None, available: int, key: str, where: Path | str) -> int:
@@ -319,9 +347,13 @@ def _synthetic(cfg: DataConfig) -> TensorSource:
         return x.round().clamp(0, 255).to(torch.uint8), y
 
     (train_x, train_y), (test_x, test_y) = split(cfg.synthetic_train, 1), split(cfg.synthetic_test, 2)
-    train_n = _take(cfg.train_size, len(train_x), "train_size", "synthetic data (see synthetic_train)")
     test_n = _take(cfg.test_size, len(test_x), "test_size", "synthetic data (see synthetic_test)")
-    train_x, train_y, test_x, test_y = train_x[:train_n], train_y[:train_n], test_x[:test_n], test_y[:test_n]
+    if cfg.per_class is None:
+        keep = torch.arange(_take(cfg.train_size, len(train_x), "train_size", "synthetic data (see synthetic_train)"))
+    else:
+        keep = per_class_indices(train_y, cfg.num_classes, cfg.per_class, cfg.subset_seed,
+                                 "synthetic data (see synthetic_train)")
+    train_x, train_y, test_x, test_y = train_x[keep], train_y[keep], test_x[:test_n], test_y[:test_n]
     pixels = train_x.float().div(255)
     mean = pixels.mean((0, 2, 3)).tolist()
     std = pixels.std((0, 2, 3)).clamp_min(1e-3).tolist()
@@ -438,6 +470,10 @@ def _imagefolder(cfg: DataConfig, root: Path) -> FolderSource:
             raise DataError(f"ImageFolder dataset: cannot read image {path} ({e})") from e
     parts = [_spread(d, cfg.train_size if d is train else cfg.test_size, key, Path(d.root))
              for d, key in ((train, "train_size"), (val, "test_size"))]
+    if cfg.per_class is not None:
+        keep = per_class_indices(torch.tensor(train.targets), len(train.classes), cfg.per_class, cfg.subset_seed,
+                                 Path(train.root))
+        parts[0] = Subset(train, keep.tolist())
     return FolderSource(parts[0], parts[1], len(train.classes), cfg.image_size)
 
 

@@ -412,6 +412,13 @@ def train_step(objective: Objective, optimizer: torch.optim.Optimizer, x: Tensor
     return out
 
 
+def progress(epoch: int, step: int, steps: int, epochs: int) -> float:
+    """How far training is at (0-based) ``step`` of ``epoch``, each epoch ``steps`` batches long: 0 on the first
+    batch, 1 on the last, evenly in between (a linear beta decays from beta to 0 over the batches trained)."""
+    done, total = epoch * steps + step, epochs * steps
+    return done / (total - 1) if total > 1 else 0.0
+
+
 def start_epoch(optimizer: torch.optim.Optimizer, recipe: Any, epoch: int) -> float:
     """Set the learning rate of (0-based) ``epoch``; at a drop, forget SGD's momentum as the authors'
     code does by building a new optimizer. Returns the learning rate."""
@@ -434,7 +441,7 @@ def _train_epoch(objective: Objective, optimizer: torch.optim.Optimizer, source:
         objective.teacher.eval()
     for module in frozen_modules(objective.student, r):
         module.eval()  # frozen parts keep their running statistics too
-    steps = max(1, source.train_size // r.batch_size)
+    steps = source.train_steps(r.batch_size)
     bar = _progress(steps, f"epoch {epoch + 1}/{r.epochs}")
     # Sums stay on the device: one host sync per epoch instead of one per step (a GPU trick, not measured yet:
     # no GPU so far; on the CPU there is nothing to wait for).
@@ -448,7 +455,7 @@ def _train_epoch(objective: Objective, optimizer: torch.optim.Optimizer, source:
     for step, (x, y) in enumerate(source.train_batches(epoch, spec.seed, r.batch_size)):
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        out = train_step(objective, optimizer, x, y, (epoch + step / steps) / r.epochs, amp, transfer)
+        out = train_step(objective, optimizer, x, y, progress(epoch, step, steps, r.epochs), amp, transfer)
         n = len(y)
         loss = out.loss.detach()
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
@@ -472,5 +479,5 @@ def _train_epoch(objective: Objective, optimizer: torch.optim.Optimizer, source:
            "images_per_second": seen / seconds}
     row |= {f"loss/{k}": float(v) / seen for k, v in term_sums.items()}
     if spec.method.beta_schedule != "constant" or spec.method.start_epoch:
-        row["beta"] = spec.method.beta_at(epoch / r.epochs) if transfer else 0.0
+        row["beta"] = spec.method.beta_at(progress(epoch, 0, steps, r.epochs)) if transfer else 0.0
     return row

@@ -38,7 +38,7 @@ from .spec import (
     method_entry,
 )
 
-TOP_KEYS = {"name", "results", "seeds", "teacher_seed", "device", "threads", "max_teacher_error",
+TOP_KEYS = {"claims", "name", "results", "seeds", "teacher_seed", "device", "threads", "max_teacher_error",
             "tracking", "datasets", "recipes", "methods", "tables", "resources"}
 # A teacher may have its own data, recipe and seed policy: set on a table or a row (the row wins).
 TEACHER_KEYS = {"teacher_dataset", "teacher_recipe", "teacher_seed"}
@@ -66,6 +66,69 @@ class Cell:
     runs: list[str]  # one per seed
 
 
+@dataclass(frozen=True)
+class ClaimRef:
+    """A confirmatory claim: in ``table`` (row ``row``, or its only row), column ``better`` has a lower error
+    than column ``worse``."""
+
+    table: str
+    row: str
+    better: str
+    worse: str
+
+
+@dataclass(frozen=True)
+class Claims:
+    """A config's preregistered claims: judged at ``level`` after ``correction`` over all of them; every other
+    comparison of the report is exploratory."""
+
+    confirmatory: tuple[ClaimRef, ...] = ()
+    level: float = 0.05
+    correction: str = "holm"
+
+
+CLAIM_KEYS = {"confirmatory", "level", "correction"}
+CORRECTIONS = ("holm", "none")
+
+
+def _claims(cfg: Any, tables: Mapping[str, Mapping[str, Any]]) -> Claims:
+    """The ``claims`` section, each claim checked against the planned tables' rows and columns."""
+    if cfg is None:
+        return Claims()
+    if not isinstance(cfg, Mapping):
+        raise ConfigError("claims: expected a mapping with confirmatory, level and correction")
+    check_keys(cfg, CLAIM_KEYS, "claims")
+    level = cfg.get("level", 0.05)
+    if isinstance(level, bool) or not isinstance(level, int | float) or not 0 < level < 1:
+        raise ConfigError(f"claims.level: expected a number in (0, 1), got {level!r}")
+    correction = cfg.get("correction", "holm")
+    if correction not in CORRECTIONS:
+        raise ConfigError(f"claims.correction: expected one of {', '.join(CORRECTIONS)}, got {correction!r}")
+    refs = []
+    for i, c in enumerate(cfg.get("confirmatory") or []):
+        where = f"claims.confirmatory[{i}]"
+        if not isinstance(c, Mapping):
+            raise ConfigError(f"{where}: expected a mapping with table, better and worse (and row)")
+        check_keys(c, {"table", "row", "better", "worse"}, where)
+        table = tables.get(c.get("table"))
+        if table is None:
+            raise ConfigError(f"{where}.table: expected one of {', '.join(tables)}, got {c.get('table')!r}")
+        rows = table["rows"]
+        row = c.get("row", rows[0] if len(rows) == 1 else None)
+        if row not in rows:
+            raise ConfigError(f"{where}.row: expected one of {', '.join(map(repr, rows))}, got {row!r}")
+        for key in ("better", "worse"):
+            if c.get(key) not in table["columns"]:
+                raise ConfigError(f"{where}.{key}: expected a column of table {c['table']!r} "
+                                  f"({', '.join(table['columns'])}), got {c.get(key)!r}")
+        if c["better"] == c["worse"]:
+            raise ConfigError(f"{where}: better and worse name the same column {c['better']!r}")
+        refs.append(ClaimRef(c["table"], row, c["better"], c["worse"]))
+    if len(set(refs)) != len(refs):
+        raise ConfigError("claims.confirmatory: a claim is listed twice")
+    return Claims(tuple(refs), float(level), correction)
+
+
 @dataclass
 class Plan:
     name: str
@@ -76,6 +139,7 @@ class Plan:
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)  # table id -> layout and metadata
     threads: int = 1  # CPU threads of each training job
     resources: dict[str, int] = field(default_factory=lambda: dict(RESOURCES))  # per training job
+    claims: Claims = field(default_factory=lambda: Claims())  # the preregistered (confirmatory) comparisons
 
     @property
     def teachers(self) -> set[str]:
@@ -96,6 +160,14 @@ class Plan:
     def experiments(self) -> list[str]:
         return sorted({spec["tracking"]["experiment"] for spec in self.runs.values()})
 
+
+
+def run_data_dict(data: DataConfig, seed: int) -> dict[str, Any]:
+    """A run's dataset: ``subset_seed: run`` becomes the run's seed, so the id's seed names the subset."""
+    d = data_dict(data)
+    if d.get("subset_seed") == "run":
+        d["subset_seed"] = seed
+    return d
 
 def _slug(value: Any) -> str:
     if isinstance(value, bool):
@@ -274,7 +346,7 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
             variant = f"{variant}-from-{teacher_model.slug}{origin}-{t_seed}"
         run_id = f"{ds}/{rc}/{model.slug}/{variant}/seed{seed}"
         spec = {
-            "run_id": run_id, "dataset": data_dict(datasets[ds]),
+            "run_id": run_id, "dataset": run_data_dict(datasets[ds], seed),
             "model": dataclasses.asdict(model), "method": method.params(),
             "recipe": dataclasses.asdict(recipes[rc]), "seed": seed, **common,
             "tracking": {"experiment": ds, "store": tracking_store,
@@ -356,7 +428,10 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
             "columns": [c.label for c in columns], "rows": row_labels,
             "paper_rows": [r.get("paper_row", lbl) for r, lbl in zip(rows, row_labels, strict=True)],
             "metrics": table.get("metrics", ["top1"]),
+            # images per class of each row's students (the few-shot curve's x), None for a first-N subset
+            "per_class": [datasets[lookup(table, r, "dataset", datasets, where)[0]].per_class for r in rows],
         }
+    plan.claims = _claims(config.get("claims"), plan.tables)
     return plan
 
 

@@ -155,7 +155,7 @@ class Method:
         return epoch >= self.start_epoch
 
     def beta_at(self, progress: float) -> float:
-        """beta at ``progress`` in [0, 1) of training."""
+        """beta at ``progress`` in [0, 1] of training (0 on the first batch, 1 on the last)."""
         if self.beta_schedule == "linear":
             return self.beta * (1.0 - progress)
         if self.beta_schedule == "step":
@@ -172,7 +172,7 @@ DEFAULT_ROOTS: dict[str, str] = {
     "cifar10": "data/cifar10",
 }
 
-_COMMON = {"name", "train_size", "test_size"}
+_COMMON = {"name", "train_size", "test_size", "per_class", "subset_seed"}
 KEYS: dict[str, frozenset[str]] = {
     "cifar10": frozenset(_COMMON | {"root", "download"}),
     "fashion-mnist": frozenset(_COMMON | {"root", "download"}),
@@ -195,6 +195,11 @@ class DataConfig:
     download: bool = False
     train_size: int | None = None
     test_size: int | None = None
+    # A class-balanced training subset: N images of each class instead of the first train_size. Without
+    # subset_seed they are each class's first N in file order; with an integer the draw is random under that
+    # seed, and "run" draws with the run's seed, so seeds vary the subset and a paired method seed shares it.
+    per_class: int | None = None
+    subset_seed: int | str | None = None
     image_size: int = 224
     num_classes: int = 10
     channels: int = 1
@@ -237,9 +242,16 @@ class DataConfig:
             raise bad("download", "true or false")
         if self.download and self.name not in ("cifar10", "fashion-mnist"):
             raise bad("download", "false: only cifar10 and fashion-mnist can be downloaded")
-        for key in ("train_size", "test_size"):
+        for key in ("train_size", "test_size", "per_class"):
             if getattr(self, key) is not None and not _is_int(getattr(self, key), 1):
                 raise bad(key, "an integer >= 1 or null (all)")
+        if self.per_class is not None and self.train_size is not None:
+            raise bad("per_class", "no train_size beside it (per_class sets the training subset's size)")
+        if self.subset_seed is not None:
+            if self.per_class is None:
+                raise bad("subset_seed", "null unless per_class is set (it draws the per-class subset)")
+            if self.subset_seed != "run" and not _is_int(self.subset_seed, 0):
+                raise bad("subset_seed", "an integer >= 0, 'run' (the run's seed) or null (each class's first N)")
         minima = {"image_size": 8, "num_classes": 2, "channels": 1, "size": 4,
                   "synthetic_train": 1, "synthetic_test": 1}
         for key, low in minima.items():

@@ -518,3 +518,53 @@ def test_from_config():
         DataConfig.from_config({"name": "imagefolder"})
     with pytest.raises(ConfigError, match=r"dataset\.num_classes"):
         DataConfig.from_config({"name": "synthetic", "num_classes": 1})
+
+
+# --- class-balanced subsets (per_class) ------------------------------------------------------------
+
+def _synthetic_per_class(per_class: int, subset_seed=None):
+    return load(DataConfig(name="synthetic", synthetic_train=400, synthetic_test=40, size=8, num_classes=4,
+                           per_class=per_class, subset_seed=subset_seed))
+
+
+def test_per_class_subset_holds_exactly_n_images_of_each_class():
+    for seed in (None, 0, 7):
+        src = _synthetic_per_class(13, seed)
+        assert src.train_size == 4 * 13
+        assert torch.bincount(src.train_y, minlength=4).tolist() == [13, 13, 13, 13]
+
+
+def test_per_class_first_n_are_each_class_first_images_in_file_order():
+    full = load(DataConfig(name="synthetic", synthetic_train=400, synthetic_test=40, size=8, num_classes=4))
+    src = _synthetic_per_class(5)
+    expected = torch.cat([torch.nonzero(full.train_y == c).flatten()[:5] for c in range(4)]).sort().values
+    assert torch.equal(src.train_x, full.train_x[expected])
+
+
+def test_seeded_per_class_subsets_differ_across_seeds_and_repeat_for_a_seed():
+    a, b, a2 = _synthetic_per_class(10, 1), _synthetic_per_class(10, 2), _synthetic_per_class(10, 1)
+    assert torch.equal(a.train_x, a2.train_x)
+    assert not torch.equal(a.train_x, b.train_x)
+
+
+def test_per_class_beyond_a_class_is_refused_naming_the_key():
+    with pytest.raises(ConfigError, match=r"per_class: 500 requested .* of class"):
+        _synthetic_per_class(500)
+
+
+def test_per_class_with_train_size_or_a_bad_seed_is_refused():
+    with pytest.raises(ConfigError, match="per_class"):
+        DataConfig.from_config({"name": "synthetic", "per_class": 5, "train_size": 10})
+    with pytest.raises(ConfigError, match="subset_seed"):
+        DataConfig.from_config({"name": "synthetic", "per_class": 5, "subset_seed": "first"})
+    with pytest.raises(ConfigError, match="subset_seed"):
+        DataConfig.from_config({"name": "synthetic", "subset_seed": 3})
+
+
+# 200 = 3 * 64 + 8: four batches; 193 = 3 * 64 + 1: a final batch of one image is dropped (BatchNorm needs
+# two), so three, as 129 = 2 * 64 + 1 gives two; 100 images in batches of 128: one
+@pytest.mark.parametrize(("n", "batch", "steps"), [(256, 64, 4), (200, 64, 4), (193, 64, 3), (129, 64, 2),
+                                                    (100, 128, 1), (1, 1, 1)])
+def test_train_steps_counts_the_batches_the_source_yields(n, batch, steps):
+    src = load(DataConfig(name="synthetic", synthetic_train=max(n, 2), synthetic_test=8, size=8, train_size=n))
+    assert src.train_steps(batch) == sum(1 for _ in src.train_batches(0, 0, batch)) == steps

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from atlib import engine
 from atlib.engine import NonFiniteLoss, TeacherError, train
 from atlib.spec import ConfigError, RunSpec
 
@@ -55,7 +56,9 @@ def test_metrics_json_contract(teacher_dir, tmp_path):
     for key in ("train_loss", "train_error", "test_error", "lr", "epoch_seconds", "images_per_second",
                 "loss/ce", "loss/kd", "loss/at/g0", "loss/at/g1", "loss/at/g2", "beta"):
         assert key in row, key
-    assert [h["beta"] for h in on_disk["history"]] == [1000.0, 500.0]
+    # each epoch logs beta at its first batch: 256 images in batches of 64 are 4 batches an epoch, and
+    # progress = batches done / (all batches - 1), so epoch 2 starts at 4/7 and beta = 1000 * (1 - 4/7)
+    assert [h["beta"] for h in on_disk["history"]] == pytest.approx([1000.0, 1000.0 * 3 / 7])
     assert on_disk["config"]["method"]["name"] == "at+kd"
     assert on_disk["environment"]["torch"] == torch.__version__
     assert on_disk["teacher"]["sha256"] == json.loads((teacher_dir / "metrics.json").read_text())["checkpoint_sha256"]
@@ -149,3 +152,22 @@ def test_flip_only_augmentation_never_shifts(tmp_path):
     assert all(matches)  # every augmented image is an original or its mirror image: no crop offsets
     with pytest.raises(ConfigError, match="freeze_groups"):
         train(spec(model="nin-thin", recipe={"epochs": 1, "freeze_groups": [0]}), tmp_path / "nin", quiet)
+
+
+def test_beta_progress_runs_from_0_on_the_first_batch_to_exactly_1_on_the_last(teacher_dir, tmp_path, monkeypatch):
+    # 200 images in batches of 64 are 4 batches (the last of 8 images), 3 epochs: 12 batches in all, so
+    # progress is k / 11 for batch k and a linear beta is 1000 * (1 - k / 11), 0 on the very last batch
+    seen = []
+    real = engine.train_step
+
+    def record(objective, optimizer, x, y, progress, amp, transfer):
+        seen.append((len(y), progress))
+        return real(objective, optimizer, x, y, progress, amp, transfer)
+
+    monkeypatch.setattr(engine, "train_step", record)
+    train(spec(dataset={**DATA, "train_size": 200}, recipe={"epochs": 3, "batch_size": 64, "lr": 0.05},
+               method={"name": "at+kd", "beta_schedule": "linear"},
+               teacher={"run_dir": str(teacher_dir), "model": "wrn-10-2"}), tmp_path, quiet)
+    assert [n for n, _ in seen] == [64, 64, 64, 8] * 3
+    assert [p for _, p in seen] == [k / 11 for k in range(12)]
+    assert seen[-1][1] == 1.0
