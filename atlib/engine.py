@@ -212,9 +212,22 @@ class Run:
     objective: Objective
     optimizer: torch.optim.Optimizer
 
+    @property
+    def precision(self) -> str:
+        """The arithmetic the run trains in: the recipe's on CUDA, fp32 on the CPU."""
+        return self.spec.recipe.precision if self.device.type == "cuda" else "fp32"
+
     def amp(self) -> Any:
-        # bf16 autocast on CUDA: tensor-core precision for convolutions; plain float32 on the CPU
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
+        # bf16 autocast on CUDA: tensor-core precision for convolutions; plain float32 otherwise
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.precision == "bf16" else nullcontext()
+
+
+def set_fp32_math(device: torch.device, precision: str) -> None:
+    """fp32 is IEEE single precision, as on the authors' GPUs: cuDNN computes fp32 convolutions in TF32 by
+    default on Ampere and newer cards, so the recipe's fp32 turns it off; bf16 keeps PyTorch's default (set
+    either way, so that runs in one process do not inherit each other's setting)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = precision != "fp32"
 
 
 def build_run(spec: RunSpec) -> Run:
@@ -228,9 +241,11 @@ def build_run(spec: RunSpec) -> Run:
     source = source.to(device)
 
     seed_everything(spec.seed)  # the student's initial weights, then any adapter's, come from the seed
-    student = build_model(spec.model.name, source.input_shape[0], source.num_classes, **spec.model.options)
+    student = build_model(spec.model.name, source.input_shape[0], source.num_classes, init=spec.recipe.init,
+                          **spec.model.options)
     student = freeze(student, spec.recipe).to(device)
     teacher = load_teacher(spec, source, device) if spec.teacher else None
+    set_fp32_math(device, spec.recipe.precision)
     if device.type == "cuda":
         # channels_last: the tensor-core friendly layout for convolutions under bf16
         student = student.to(memory_format=torch.channels_last)
@@ -337,7 +352,7 @@ def train_epochs(run: Run, out_dir: Path, log: Log = print) -> dict[str, Any]:
         "checkpoint_bytes": model_path.stat().st_size,
         "train_seconds": sum(h["epoch_seconds"] for h in history), "startup_seconds": startup,
         "teacher": run.teacher_info, "mlflow_run_id": mlflow_id, "config": spec.to_dict(),
-        "environment": environment(run.device), "tags": tags,
+        "environment": {**environment(run.device), "precision": run.precision}, "tags": tags,
     }
     tracker.log_artifact(rundir.write_metrics(out_dir, metrics))
     if spec.teacher is None:  # a teacher or a baseline (tag role=teacher-or-baseline): its weights may teach
@@ -348,12 +363,18 @@ def train_epochs(run: Run, out_dir: Path, log: Log = print) -> dict[str, Any]:
 
 
 def frozen_modules(model: nn.Module, recipe: Any) -> list[nn.Module]:
-    """The modules a recipe freezes: the groups named by ``freeze_groups``, and every BN layer with ``freeze_bn``."""
+    """The modules a recipe freezes: the groups named by ``freeze_groups``, the first convolution with
+    ``freeze_stem``, and every BN layer with ``freeze_bn``."""
     groups = getattr(model, "groups", None)
     if recipe.freeze_groups and (groups is None or max(recipe.freeze_groups) >= len(groups)):
         raise ConfigError(f"recipe.freeze_groups: {list(recipe.freeze_groups)} does not name groups of this model "
                           f"({len(groups) if groups is not None else 'none'} freezable groups)")
     out = [groups[g] for g in recipe.freeze_groups] if recipe.freeze_groups else []
+    if getattr(recipe, "freeze_stem", False):
+        stem = getattr(model, "stem", None)
+        if stem is None:
+            raise ConfigError("recipe.freeze_stem: this model has no stem (a first convolution before its groups)")
+        out.append(stem)
     if recipe.freeze_bn:
         out += [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     return out

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from atlib.engine import resolve_device
+from atlib.engine import resolve_device, set_fp32_math
 from atlib.losses import Objective
 from atlib.models import build_model
 from atlib.spec import Method
@@ -41,7 +41,9 @@ def on_device(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
 
 def autocast(device: torch.device, precision: str) -> Any:
-    """A context factory like the engine's ``amp``: bf16 autocast, or fp32 (nothing)."""
+    """A context factory like the engine's ``amp``: bf16 autocast, or fp32 (nothing), with the engine's fp32 math
+    (IEEE on CUDA: TF32 off), as a recipe's ``precision`` sets it."""
+    set_fp32_math(device, precision)
     if precision == "bf16":
         return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext

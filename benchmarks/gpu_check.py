@@ -16,7 +16,9 @@ order they run (jobs first: nothing in this process may hold a card while the jo
               images/s, whole-run speed-up: whether the recipe's `compile` should be on for CUDA)
   projection  wall time of config/paper.yaml's Table 1 (every run of atlib.plan.build_plan, teachers included)
               at the measured images/s, against the goal of 6 hours on one H100
-  precision   the same short run in fp32 and in bf16 (and bf16 with another seed, for the seed noise): test errors
+  precision   the same short run with the recipe's precision fp32 and bf16 (and bf16 with another seed, for the
+              seed noise), and a pair of Table 3's double backpropagation (symmetry norm, BN-free NIN-thin) in
+              both: test errors. config/paper.yaml trains in fp32 until this shows bf16 leaves them in the noise
   tests       pytest tests/test_cuda.py (bf16 vs fp32 maps and losses, channels_last, a resumed CUDA run,
               the compiled step on CUDA)
 
@@ -37,18 +39,16 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import torch
 import train_step as bench
 import yaml
 from common import autocast, device_name, on_device, parser
 
-from atlib.engine import train
+from atlib.engine import NonFiniteLoss, train
 from atlib.models import build_model
 from atlib.plan import build_plan
 from atlib.spec import Recipe, RunSpec
@@ -184,6 +184,7 @@ def projection(s: Sizes, device: torch.device, jobs_result: dict[str, Any] | Non
     ids = {r for cell in plan.cells if cell.table == "table1" for r in cell.runs}
     ids |= {plan.teacher_of[r] for r in ids if r in plan.teacher_of}
     groups: dict[tuple[str, str, str | None], dict[str, int]] = {}
+    precisions = set()
     for rid in ids:
         spec = RunSpec.from_dict(plan.runs[rid])
         key = (spec.model.name, spec.method.name, spec.teacher.model.name if spec.teacher else None)
@@ -191,7 +192,9 @@ def projection(s: Sizes, device: torch.device, jobs_result: dict[str, Any] | Non
         g["runs"] += 1
         g["epochs"] += spec.recipe.epochs
         g["evaluations"] += sum(spec.recipe.evaluates(e) for e in range(spec.recipe.epochs))
-    precision = "bf16" if device.type == "cuda" else "fp32"  # the engine's precision on the device
+        precisions.add(spec.recipe.precision)
+    (planned,) = precisions  # one precision for the whole table
+    precision = planned if device.type == "cuda" else "fp32"  # what the engine computes in on this device
     eval_ips = {m: eval_images_per_second(m, s, device, precision) for m in {k[0] for k in groups}}
     rows = []
     for (student, method, teacher), g in sorted(groups.items(), key=str):
@@ -229,26 +232,42 @@ def projection(s: Sizes, device: torch.device, jobs_result: dict[str, Any] | Non
 
 # --- precision --------------------------------------------------------------------------------
 
-def no_autocast(*args: Any, **kwargs: Any) -> nullcontext:
-    return nullcontext()
+# Table 3's student and recipe: double backpropagation through a network without batch norm
+GRADIENT_MODEL = {"name": "nin-thin", "options": {"batchnorm": False, "relu_before_pool": False}}
+GRADIENT_RECIPE = {"weight_decay": 0.0, "augment": "flip", "init": "authors"}
+
+
+def precision_run(s: Sizes, out: Path, name: str, model: Any, method: str, seed: int, recipe: dict[str, Any]
+                  ) -> dict[str, Any]:
+    """One short run; a divergence is a result too (bf16 may diverge where fp32 does not)."""
+    spec = RunSpec.from_dict({"run_id": name, "dataset": synthetic(s, s.run_images, 2000, s.run_classes),
+                              "model": model, "method": method, "seed": seed, "device": "auto",
+                              "recipe": {"epochs": s.run_epochs, **recipe}, "tracking": {"enabled": False}})
+    try:
+        m = train(spec, out / "runs/precision" / name, quiet)
+    except NonFiniteLoss as e:
+        return {"test_error": None, "train_loss": [], "diverged": str(e)}
+    return {"test_error": m["final_test_error"], "train_loss": [h["train_loss"] for h in m["history"]],
+            "precision": m["environment"]["precision"]}
+
+
+def difference(a: dict[str, Any], b: dict[str, Any]) -> float | None:
+    return None if a["test_error"] is None or b["test_error"] is None else a["test_error"] - b["test_error"]
 
 
 def precision_runs(s: Sizes, out: Path) -> dict[str, Any]:
-    """The engine trains in bf16 on CUDA and has no fp32 switch there: the fp32 run replaces its autocast by
-    nothing, so both runs are the same code otherwise. On a CPU both are fp32 (the smoke run: plumbing only)."""
-    runs = {}
-    for name, seed, precision in (("bf16", 0, "bf16"), ("fp32", 0, "fp32"), ("bf16_seed1", 1, "bf16")):
-        spec = RunSpec.from_dict({"run_id": name, "dataset": synthetic(s, s.run_images, 2000, s.run_classes),
-                                  "model": s.student, "seed": seed, "device": "auto",
-                                  "recipe": {"epochs": s.run_epochs}, "tracking": {"enabled": False}})
-        with mock.patch.object(torch, "autocast", no_autocast) if precision == "fp32" else nullcontext():
-            m = train(spec, out / "runs/precision" / name, quiet)
-        runs[name] = {"test_error": m["final_test_error"], "train_loss": [h["train_loss"] for h in m["history"]]}
+    """The recipe's ``precision`` on the same run: bf16 autocast against IEEE fp32 (TF32 off), everything else equal.
+    On a CPU every run is fp32 (the smoke run: plumbing only, and the pairs must be equal)."""
+    runs = {name: precision_run(s, out, name, s.student, "baseline", seed, {"precision": precision})
+            for name, seed, precision in (("bf16", 0, "bf16"), ("fp32", 0, "fp32"), ("bf16_seed1", 1, "bf16"))}
+    gradient = {precision: precision_run(s, out, f"symmetry-{precision}", GRADIENT_MODEL, "symmetry", 0,
+                                         {**GRADIENT_RECIPE, "precision": precision}) for precision in ("bf16", "fp32")}
     return {"student": s.student, "epochs": s.run_epochs, "train_images": s.run_images, "classes": s.run_classes,
-            "bf16_effective": torch.cuda.is_available(), "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-            "runs": runs,
-            "bf16_minus_fp32": runs["bf16"]["test_error"] - runs["fp32"]["test_error"],
-            "seed_noise": runs["bf16_seed1"]["test_error"] - runs["bf16"]["test_error"]}
+            "bf16_effective": torch.cuda.is_available(), "runs": runs,
+            "bf16_minus_fp32": difference(runs["bf16"], runs["fp32"]),
+            "seed_noise": difference(runs["bf16_seed1"], runs["bf16"]),
+            "gradient": {"model": GRADIENT_MODEL, "method": "symmetry", "runs": gradient,
+                         "bf16_minus_fp32": difference(gradient["bf16"], gradient["fp32"])}}
 
 
 # --- tests ------------------------------------------------------------------------------------
@@ -320,13 +339,21 @@ def markdown(r: dict[str, Any]) -> str:
                       + f"against the goal of {part['goal_hours']:.0f} h: "
                       + ("met" if part["meets_goal"] else "NOT met"), ""]
         elif name == "precision":
-            lines += [f"- {k}: test error {v['test_error']:.2f}%, train loss "
-                      f"{' '.join(f'{x:.4f}' for x in v['train_loss'])}" for k, v in part["runs"].items()]
-            lines += ["", f"bf16 - fp32: {part['bf16_minus_fp32']:+.2f} points; seed 1 - seed 0 (bf16): "
-                      f"{part['seed_noise']:+.2f} points ({part['student']}, {part['epochs']} epochs, "
+            gradient = part["gradient"]
+            runs = [*part["runs"].items(), *((f"symmetry {k}", v) for k, v in gradient["runs"].items())]
+            lines += [f"- {k}: diverged ({v['diverged']})" if "diverged" in v else
+                      f"- {k}: test error {v['test_error']:.2f}%, train loss "
+                      f"{' '.join(f'{x:.4f}' for x in v['train_loss'])}" for k, v in runs]
+            lines += ["", f"bf16 - fp32: {points(part['bf16_minus_fp32'])}; seed 1 - seed 0 (bf16): "
+                      f"{points(part['seed_noise'])} ({part['student']}, {part['epochs']} epochs, "
                       f"{part['train_images']} images, {part['classes']} classes; bf16 in effect: "
-                      f"{part['bf16_effective']})", ""]
+                      f"{part['bf16_effective']}); symmetry norm on a BN-free NIN-thin, bf16 - fp32: "
+                      f"{points(gradient['bf16_minus_fp32'])}", ""]
     return "\n".join(lines)
+
+
+def points(value: float | None) -> str:
+    return "n/a (a run diverged)" if value is None else f"{value:+.2f} points"
 
 
 def write(r: dict[str, Any], out: Path) -> None:

@@ -8,8 +8,8 @@ The reference is what one would write by hand: student forward, loss, backward, 
 teacher forward under no_grad, the AT and KD terms inline as in the authors' utils.py. Rounds
 alternate atlib and reference so that clock drift and other load hit both alike; the medians are
 compared. Inputs are CIFAR-sized (3x32x32), already on the device, so only the step is measured;
-on CUDA models and inputs are channels_last, as in atlib.engine.train, and ``--precision bf16`` runs
-both under bf16 autocast (the engine's CUDA precision).
+on CUDA models and inputs are channels_last, as in atlib.engine.train, and ``--precision`` is a recipe's:
+``bf16`` runs both under bf16 autocast, ``fp32`` in IEEE single precision (TF32 off).
 
 ``--compile`` adds atlib's step with the objective compiled as the recipe option ``compile: true`` does
 (torch.compile, in place): its compile seconds (the first steps' time beyond the steady step time, the

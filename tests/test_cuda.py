@@ -121,3 +121,17 @@ def test_cuda_compiled_training_gives_the_eager_losses(tmp_path):
         # bf16: fused kernels round in other places than eager ones
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=2e-2)
         assert a["loss/at/g2"] == pytest.approx(b["loss/at/g2"], rel=5e-2)
+
+
+def test_cuda_recipe_precision_sets_autocast_and_tf32():
+    """fp32 is IEEE single precision (cuDNN's TF32 off) without autocast; bf16 is autocast, with PyTorch's TF32."""
+    from atlib.engine import build_run
+
+    fp32 = build_run(RunSpec.from_dict(spec_dict(recipe={"epochs": 1, "precision": "fp32"})))
+    assert fp32.precision == "fp32" and not torch.backends.cudnn.allow_tf32
+    with fp32.amp():
+        assert not torch.is_autocast_enabled("cuda")
+    bf16 = build_run(RunSpec.from_dict(spec_dict(recipe={"epochs": 1, "precision": "bf16"})))
+    assert bf16.precision == "bf16" and torch.backends.cudnn.allow_tf32
+    with bf16.amp():
+        assert torch.is_autocast_enabled("cuda")

@@ -171,3 +171,49 @@ def test_beta_progress_runs_from_0_on_the_first_batch_to_exactly_1_on_the_last(t
     assert [n for n, _ in seen] == [64, 64, 64, 8] * 3
     assert [p for _, p in seen] == [k / 11 for k in range(12)]
     assert seen[-1][1] == 1.0
+
+
+def test_a_frozen_stem_stays_and_the_rest_learns(tmp_path):
+    from atlib.models import build_model
+
+    train(spec(recipe={"epochs": 1, "batch_size": 64, "lr": 0.05, "freeze_stem": True}), tmp_path, quiet)
+    torch.manual_seed(3)  # the spec's seed: the weights the run started from
+    init = build_model("wrn-10-1", 1, 10).state_dict()
+    final = torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]
+    for k, v in final.items():
+        assert torch.equal(v, init[k]) == k.startswith("conv0."), k  # WRN's stem: its first convolution
+
+
+def test_a_stem_freeze_on_a_model_without_a_stem_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="recipe.freeze_stem: this model has no stem"):
+        train(spec(model="nin-thin", recipe={"epochs": 1, "freeze_stem": True}), tmp_path / "run", quiet)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_recipes_init_draws_the_students_weights(tmp_path):
+    from atlib.engine import build_run
+
+    authors = build_run(spec(recipe={"epochs": 1, "init": "authors"})).student
+    default = build_run(spec(recipe={"epochs": 1})).student
+    bn_weights = [m.weight for m in authors.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(((w >= 0) & (w < 1)).all() and not torch.equal(w, torch.ones_like(w)) for w in bn_weights)
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight))
+               for m in default.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert torch.equal(authors.conv0.weight, default.conv0.weight)  # WRN's convolutions are drawn alike
+
+
+def test_a_cpu_run_computes_in_fp32_whatever_the_recipe_says(tmp_path):
+    from contextlib import nullcontext
+
+    from atlib.engine import build_run
+
+    metrics = {}
+    for precision in ("bf16", "fp32"):
+        s = spec(recipe={"epochs": 1, "batch_size": 64, "lr": 0.05, "precision": precision})
+        run = build_run(s)
+        assert run.precision == "fp32" and isinstance(run.amp(), nullcontext)
+        metrics[precision] = train(s, tmp_path / precision, quiet)
+        assert metrics[precision]["environment"]["precision"] == "fp32"
+    assert strip_times(metrics["bf16"]) == strip_times(metrics["fp32"])
+    with pytest.raises(ConfigError, match="recipe.precision: expected one of bf16, fp32"):
+        spec(recipe={"precision": "fp16"})

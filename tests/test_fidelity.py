@@ -76,7 +76,7 @@ def test_before_its_start_epoch_a_method_is_plain_cross_entropy_without_the_teac
     student, teacher = Net(2), Counting(4)
     x, y = torch.randn(4, 1, 5, 5), torch.tensor([0, 1, 2, 0])
     m = Method.from_config({"name": "at+kd", "start_epoch": 60})
-    assert not m.transfers(59) and m.transfers(60)
+    assert not m.transfers(58) and m.transfers(59)  # 1-based epoch 60 is 0-based epoch 59
     objective = Objective(m, student, teacher, (1, 5, 5))
     Counting.calls = 0
     off = objective(x, y, 0.1, transfer=False)
@@ -117,3 +117,46 @@ def test_numbers_our_copy_does_not_show_in_full_keep_their_mark():
     assert all(paper_value("table1", nin, c).show().endswith("†") for c in PAPER["table1"][nin])
     # ... while a number read from the text's odd digits stays plain
     assert paper_value("table1", "wrn-16-1 <- wrn-16-2", "at").show() == "7.93"
+
+
+def test_table5_start_epoch_and_second_drop_are_the_same_epoch():
+    """Table 5: 100 epochs, drops at 1-based epochs 30, 60, 90 (imagenet.py's epoch_step), AT added on epoch 60."""
+    r = Recipe(epochs=100, milestones=(0.3, 0.6, 0.9), gamma=0.1)
+    m = Method.from_config({"name": "at", "start_epoch": 60})
+    first_transfer = next(e for e in range(100) if m.transfers(e))
+    second_drop = next(e for e in range(100) if r.drops(e) == 2)
+    assert first_transfer == second_drop == 59  # 0-based epoch 59 is 1-based epoch 60
+    assert r.resets_momentum(59)
+    # 0 and 1 both mean from the first epoch, as a milestone can never fall before it
+    assert Method.from_config({"name": "at", "start_epoch": 0}).transfers(0)
+    assert Method.from_config({"name": "at", "start_epoch": 1}).transfers(0)
+
+
+def test_lr_drop_and_transfer_start_on_the_same_step(tmp_path, monkeypatch):
+    """A real run, recorded step by step: 5 epochs of 3 batches, a drop at 1-based epoch round(0.6 x 5) = 3 and AT
+    from epoch 3 (start_epoch: 3) both act from step 2 x 3 = 6, the first step of that epoch."""
+    import atlib.engine as engine
+    from atlib.spec import RunSpec
+
+    data = {"name": "synthetic", "synthetic_train": 96, "synthetic_test": 32, "size": 8}
+    common = {"dataset": data, "threads": 1, "tracking": {"enabled": False}}
+    engine.train(RunSpec.from_dict({"run_id": "teacher", "model": "wrn-10-1", "recipe": {"epochs": 0}, **common}),
+                 tmp_path / "teacher", lambda _: None)
+    steps = []
+    step = engine.train_step
+
+    def recorded(objective, optimizer, x, y, progress, amp, transfer=True):
+        steps.append((optimizer.param_groups[0]["lr"], transfer))
+        return step(objective, optimizer, x, y, progress, amp, transfer)
+
+    monkeypatch.setattr(engine, "train_step", recorded)
+    spec = RunSpec.from_dict({"run_id": "student", "model": "wrn-10-1", "method": {"name": "at", "start_epoch": 3},
+                              "teacher": {"run_dir": str(tmp_path / "teacher"), "model": "wrn-10-1"},
+                              "recipe": {"epochs": 5, "batch_size": 32, "lr": 0.1, "milestones": [0.6]}, **common})
+    engine.train(spec, tmp_path / "student", lambda _: None)
+    assert len(steps) == 5 * 3
+    first_low_lr = next(i for i, (lr, _) in enumerate(steps) if lr < 0.1)
+    first_transfer = next(i for i, (_, on) in enumerate(steps) if on)
+    assert first_low_lr == first_transfer == 6
+    assert [on for _, on in steps] == [False] * 6 + [True] * 9
+    assert [lr for lr, _ in steps] == pytest.approx([0.1] * 6 + [0.02] * 9)

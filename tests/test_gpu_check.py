@@ -127,8 +127,13 @@ def test_smoke_run_writes_both_summaries(tmp_path):
     assert projection["projected_hours"] > 0 and isinstance(projection["meets_goal"], bool)
     precision = r["parts"]["precision"]
     assert set(precision["runs"]) == {"bf16", "fp32", "bf16_seed1"} and "bf16_minus_fp32" in precision
-    if not torch.cuda.is_available():  # both runs are fp32 on a CPU: patching autocast out must change nothing
-        assert precision["runs"]["bf16"] == precision["runs"]["fp32"] and precision["bf16_minus_fp32"] == 0
+    gradient = precision["gradient"]
+    assert gradient["method"] == "symmetry" and set(gradient["runs"]) == {"bf16", "fp32"}
+    if not torch.cuda.is_available():  # a CPU computes in fp32 whatever the recipe says: each pair is equal
+        for runs, diff in ((precision["runs"], precision["bf16_minus_fp32"]),
+                           (gradient["runs"], gradient["bf16_minus_fp32"])):
+            assert runs["bf16"] == runs["fp32"] and diff == 0
+            assert runs["bf16"]["precision"] == "fp32"
     for heading in ("## jobs", "## train_step", "## projection", "## precision", "## tests"):
         assert heading in md
     print(f"smoke run: {time.perf_counter() - t0:.0f} s")

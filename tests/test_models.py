@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -41,6 +43,10 @@ def test_nin_parameter_counts_by_hand(name, batchnorm):
     assert num_parameters(build_model(name, 3, 10, batchnorm=batchnorm)) == expected
 
 
+# nin.lua: SpatialMaxPooling(3,3,2,2):ceil() and SpatialAveragePooling(3,3,2,2):ceil(), no padding
+NIN_POOLS = (nn.MaxPool2d(3, 2, ceil_mode=True), nn.AvgPool2d(3, 2, ceil_mode=True))
+
+
 @pytest.mark.parametrize("relu_before_pool", [True, False])
 def test_nin_conv_group_outputs_keep_the_logits(relu_before_pool):
     torch.manual_seed(0)
@@ -56,8 +62,7 @@ def test_nin_conv_group_outputs_keep_the_logits(relu_before_pool):
     assert [tuple(g.shape[1:]) for g in pooled] == [(43, 16, 16), (86, 8, 8), (86, 8, 8)]
     assert (convs[0] < 0).any() and (convs[1] < 0).any()  # before ReLU
     # the pooled groups are these conv outputs, ReLU'd and pooled (in the order relu_before_pool says)
-    for conv_out, pooled_out, stage in zip(convs[:2], pooled[:2], (nn.MaxPool2d(3, 2, 1), nn.AvgPool2d(3, 2, 1)),
-                                           strict=True):
+    for conv_out, pooled_out, stage in zip(convs[:2], pooled[:2], NIN_POOLS, strict=True):
         expected = stage(torch.relu(conv_out)) if relu_before_pool else stage(conv_out)
         assert torch.allclose(pooled_out, expected, atol=1e-6)
     assert torch.equal(convs[2], pooled[2])  # the last group is the last conv's output either way
@@ -69,7 +74,7 @@ def test_nin_group_outputs_rejects_unknown_value():
 
 
 @pytest.mark.parametrize("name", ["wrn-16-1", "wrn-16-2", "wrn-40-1", "nin-wide", "nin-thin"])
-@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 28, 28)])
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 28, 28), (3, 31, 31)])
 def test_group_shapes_small_inputs(name, shape):
     model = build_model(name, shape[0], 10).eval()
     logits, groups = model(torch.randn(2, *shape))
@@ -81,8 +86,10 @@ def test_group_shapes_small_inputs(name, shape):
         k = int(name.split("-")[2])
         assert [g.shape[1] for g in groups] == [16 * k, 32 * k, 64 * k]
         assert sizes == [h, (h + 1) // 2, (h + 3) // 4]
-    else:
-        assert sizes == [(h + 1) // 2, (h + 3) // 4, (h + 3) // 4]
+    else:  # Torch's ceil-mode pool without padding: ceil((n - 3) / 2) + 1
+        first = math.ceil((h - 3) / 2) + 1
+        second = math.ceil((first - 3) / 2) + 1
+        assert sizes == [first, second, second]
 
 
 @pytest.mark.parametrize("name", ["resnet-18", "resnet-34"])
@@ -156,3 +163,119 @@ def test_given_weights_must_match_the_sha256_prefix_in_their_torchvision_name(tm
     bad.write_bytes(good.read_bytes())
     with pytest.raises(ValueError, match=f"does not match the {wrong}"):
         build_model("resnet-18", 3, 1000, pretrained=str(bad))
+
+
+# Feature-map sides by hand from nin.lua's pools (3x3, stride 2, ceil, no padding: ceil((n - 3) / 2) + 1):
+# 32 -> ceil(29/2)+1 = 16 -> ceil(13/2)+1 = 8 (nin.lua's final 8x8 average); 28 -> 14 -> 7; 31 -> 15 -> 7;
+# 33 -> 16 -> 8. Padding by 1 (floor((n - 1) / 2) + 1) would give 31 -> 16 -> 8 and 33 -> 17 -> 9.
+@pytest.mark.parametrize("side, pooled", [(32, (16, 8)), (28, (14, 7)), (31, (15, 7)), (33, (16, 8))])
+def test_nin_feature_map_sides_are_nin_luas(side, pooled):
+    model = build_model("nin-thin", 3, 10, group_outputs="conv").eval()
+    with torch.no_grad():
+        _, convs = model(torch.randn(1, 3, side, side))
+    # the blocks' convolutions keep their input's side (5x5 pad 2, 3x3 pad 1, 1x1): each pool alone shrinks it
+    assert [g.shape[-1] for g in convs] == [side, pooled[0], pooled[1]]
+
+
+def test_nin_pools_see_only_the_image():
+    """A ceil-mode window that runs past the border covers only pixels inside: the average of ones is one
+    everywhere (a zero-padded window at the corner would average 4 ones and 5 zeros), and a maximum in the
+    last row and column reaches the last output."""
+    model = build_model("nin-thin", 3, 10)
+    ones = torch.ones(1, 1, 16, 16)
+    assert torch.equal(model.pool2(ones), torch.ones(1, 1, 8, 8))
+    x = torch.zeros(1, 1, 32, 32)
+    x[0, 0, 31, 31] = 5.0
+    out = model.pool1(x)
+    assert out.shape[-1] == 16 and out[0, 0, 15, 15] == 5.0 and out.sum() == 5.0  # window 15 covers 30 and 31
+
+
+# --- initialisation ---------------------------------------------------------------------------------
+# The sample std of N independent normal draws has a relative standard error of 1/sqrt(2(N - 1)), and the
+# sample mean of N draws from U(0, 1) a standard error of sqrt(1/12)/sqrt(N): each check allows 5 of them.
+
+def assert_normal(w: torch.Tensor, std: float) -> None:
+    n = w.numel()
+    assert abs(w.std().item() / std - 1) < 5 / math.sqrt(2 * (n - 1)), (tuple(w.shape), w.std().item(), std)
+    assert abs(w.mean().item()) < 5 * std / math.sqrt(n)
+
+
+def assert_uniform_bn(model: nn.Module) -> None:
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    weights = torch.cat([m.weight.detach() for m in bns])
+    assert bns and (weights >= 0).all() and (weights < 1).all()
+    assert abs(weights.mean().item() - 0.5) < 5 * math.sqrt(1 / 12) / math.sqrt(len(weights))
+    assert all(torch.equal(m.bias, torch.zeros_like(m.bias)) for m in bns)
+
+
+def test_nin_authors_init_is_nin_luas_msr_and_torchs_batch_norm():
+    torch.manual_seed(0)
+    model = build_model("nin-wide", 3, 10, init="authors")
+    convs = [m for b in (model.block1, model.block2, model.block3) for m in b if isinstance(m, nn.Conv2d)]
+    # MSRinit: N(0, sqrt(2/n)), n = kW*kH*nInputPlane, by hand for each of the nine convolutions
+    fan_in = [5 * 5 * 3, 192, 160, 5 * 5 * 96, 192, 192, 3 * 3 * 192, 192, 192]
+    assert [c.weight[0].numel() for c in convs] == fan_in
+    for conv, n in zip(convs, fan_in, strict=True):
+        assert_normal(conv.weight.detach(), math.sqrt(2 / n))
+    assert_uniform_bn(model)
+    # the classifier is nin.lua's nn.Linear after Torch's reset: weight and bias U(-1/sqrt(192), 1/sqrt(192))
+    bound = 1 / math.sqrt(192)
+    for p in (model.classifier.weight, model.classifier.bias):
+        assert 0 < p.abs().max().item() <= bound
+
+
+def test_nin_without_batch_norm_gets_zero_conv_biases():
+    torch.manual_seed(0)
+    model = build_model("nin-thin", 3, 10, batchnorm=False, init="authors")
+    convs = [m for b in (model.block1, model.block2, model.block3) for m in b if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 9 and all(torch.equal(c.bias, torch.zeros_like(c.bias)) for c in convs)
+    assert_normal(convs[3].weight.detach(), math.sqrt(2 / (5 * 5 * 43)))  # thin widths: 43 into block 2
+
+
+def test_wrn_authors_init_is_utils_py():
+    """utils.py: conv_params kaiming_normal_ (std sqrt(2/(k*k*in))), linear_params kaiming_normal_ and zero bias,
+    bnparams weight torch.rand (U(0, 1)) and zero bias."""
+    torch.manual_seed(0)
+    model = build_model("wrn-16-2", 3, 10, init="authors")
+    assert_normal(model.conv0.weight.detach(), math.sqrt(2 / (3 * 3 * 3)))
+    assert_normal(model.groups[2][0].conv0.weight.detach(), math.sqrt(2 / (3 * 3 * 64)))  # 64 -> 128 channels
+    assert_normal(model.groups[1][0].shortcut.weight.detach(), math.sqrt(2 / 32))  # the 1x1 shortcut
+    assert_normal(model.fc.weight.detach(), math.sqrt(2 / 128))
+    assert torch.equal(model.fc.bias, torch.zeros(10))
+    assert_uniform_bn(model)
+
+
+@pytest.mark.parametrize("name", ["wrn-16-1", "nin-thin", "resnet-18"])
+def test_default_init_keeps_pytorchs_batch_norm_weights_of_one(name):
+    model = build_model(name, 3, 10)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in bns)
+    torch.manual_seed(0)
+    a = build_model(name, 3, 10)
+    torch.manual_seed(0)
+    b = build_model(name, 3, 10, init="torch")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_resnet_authors_init_draws_what_no_weight_file_sets(tmp_path):
+    torch.manual_seed(0)
+    fresh = build_model("resnet-18", 3, 10, init="authors")  # imagenet.py's student, from scratch
+    assert_normal(fresh.stem[0].weight.detach(), math.sqrt(2 / (7 * 7 * 3)))
+    assert_normal(fresh.groups[3][0].conv2.weight.detach(), math.sqrt(2 / (3 * 3 * 512)))
+    assert_normal(fresh.fc.weight.detach(), math.sqrt(2 / 512))
+    assert torch.equal(fresh.fc.bias, torch.zeros(10))
+    assert_uniform_bn(fresh)
+    # pretrained: its weights stay, and only the new 10-class classifier is drawn
+    weights = tmp_path / "r18.pt"
+    source = build_model("resnet-18", 3, 1000)
+    torch.save(_torchvision_state(source), weights)
+    tuned = build_model("resnet-18", 3, 10, init="authors", pretrained=str(weights))
+    kept = {k: v for k, v in tuned.state_dict().items() if not k.startswith("fc.")}
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in kept.items())
+    assert_normal(tuned.fc.weight.detach(), math.sqrt(2 / 512))
+    assert torch.equal(tuned.fc.bias, torch.zeros(10))
+
+
+def test_unknown_init_is_refused():
+    with pytest.raises(ValueError, match="init: expected one of torch, authors"):
+        build_model("wrn-10-1", 3, 10, init="xavier")

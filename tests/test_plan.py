@@ -79,11 +79,11 @@ def test_paper_plan_counts_every_run_once():
     # Table 1: 6 models' baselines x 5 seeds (WRN-16-2 is a teacher in one row, a student in another;
     # WRN-16-1's baseline serves two rows) + 4 rows x 4 methods x 5 seeds. Ablation: 3 new variants x 5
     # ("all" is Table 1's AT run). Table 2: F_sum, F4_sum, F1_max x 5 (no AT and F2_sum are shared).
-    # Table 3: one seed: baseline, min-l2, symmetry, grad-at, kd, at, the wide NIN and the new teacher of
-    # activation AT. Table 4: 2 datasets x ((student, kd, at) x 5 + one fine-tuned teacher). Table 5:
-    # (student, at) x 5 + one given teacher.
-    assert len(plan.runs) == 30 + 80 + 15 + 15 + 8 + 32 + 11 == 191
-    assert len(plan.teachers) == 20 + 2 + 2 + 1
+    # Table 3: one seed: baseline, min-l2, symmetry, grad-at, kd, at and the new teacher of activation AT
+    # (KD and grad-AT learn from Table 1's wide NIN). Table 4: 2 datasets x ((student, kd, at) x 5 + one
+    # fine-tuned teacher). Table 5: (student, at) x 5 + one given teacher.
+    assert len(plan.runs) == 30 + 80 + 15 + 15 + 7 + 32 + 11 == 190
+    assert len(plan.teachers) == 20 + 1 + 2 + 1
     assert len(plan.teacher_of) == 80 + 15 + 15 + 3 + 20 + 5
     cells = {(c.table, c.column): c.runs for c in plan.cells if c.row == "wrn-16-1 <- wrn-16-2"}
     assert cells[("table2", "F2_sum")] == cells[("table1", "at")] == cells[("ablation", "all")]
@@ -160,6 +160,9 @@ def bad(mutate):
     (lambda c: c["tables"]["table1"].update(teacher_seed="each"), "teacher_seed"),
     (lambda c: c["tables"]["table1"]["rows"][0].update(methods={"distill": {}}), "methods.distill: unknown"),
     (lambda c: c["recipes"]["quick"].update(epochs=-1), "recipes.quick.epochs"),
+    (lambda c: c["recipes"]["quick"].update(init="xavier"), "recipes.quick.init: expected one of torch, authors"),
+    (lambda c: c["recipes"]["quick"].update(precision="fp16"), "recipes.quick.precision: expected one of bf16, fp32"),
+    (lambda c: c["recipes"]["quick"].update(freeze_stem="yes"), "recipes.quick.freeze_stem"),
     (lambda c: c["tables"]["table1"]["columns"].append("at"), "duplicate column"),
 ])
 def test_bad_configs_name_the_key(mutate, match):
@@ -185,3 +188,272 @@ def test_plan_output_dir_is_results_name_from_where_it_runs(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)  # what make reproduce does for WORKDIR
     assert main(["plan", "--output-dir", str(config)]) == 0
     assert capsys.readouterr().out == f"{tmp_path.resolve() / 'out' / 'mine'}\n"
+
+
+# --- the README's setup table, checked against the plan of config/paper.yaml ----------------------------
+
+def readme_setups() -> list[str]:
+    """The first cell of every row of the README's table of config/paper.yaml's setups."""
+    text = (ROOT / "README.md").read_text()
+    table = text.split("| setup | value | why |\n|---|---|---|\n", 1)[1].split("\n\n", 1)[0]
+    return [line.split("|")[1].strip() for line in table.splitlines()]
+
+
+class Paper:
+    """The plan of config/paper.yaml as the CLI and the DAG load it (schema, then plan), and its run specs."""
+
+    def __init__(self) -> None:
+        from atlib.plan import load_plan
+        from atlib.spec import RunSpec
+
+        self.plan = load_plan(str(ROOT / "config/paper.yaml"))
+        self.specs = {r: RunSpec.from_dict(s) for r, s in self.plan.runs.items()}
+        self.cells = {(c.table, c.row, c.column): c.runs for c in self.plan.cells}
+
+    def runs(self, table: str, *columns: str, row: str | None = None) -> list[str]:
+        out = [r for (t, rw, c), runs in self.cells.items() for r in runs
+               if t == table and (not columns or c in columns) and row in (None, rw)]
+        assert out, (table, columns, row)
+        return out
+
+    def teacher(self, run: str):
+        return self.specs[self.plan.teacher_of[run]]
+
+    def row(self, table: str) -> str:
+        (label,) = {rw for (t, rw, _) in self.cells if t == table}
+        return label
+
+
+@pytest.fixture(scope="module")
+def paper() -> Paper:
+    return Paper()
+
+
+def drop_epochs(recipe) -> list[int]:
+    """The 1-based epochs at whose start the learning rate drops."""
+    return [e + 1 for e in range(recipe.epochs) if recipe.resets_momentum(e)]
+
+
+def check_lr_drops(p: Paper) -> None:
+    cifar = [s for s in p.specs.values() if s.dataset.name == "cifar10"]
+    assert len(cifar) == 30 + 80 + 15 + 15 + 7
+    for s in cifar:
+        assert (s.recipe.epochs, s.recipe.lr, s.recipe.gamma) == (200, 0.1, 0.2)
+        assert drop_epochs(s.recipe) == [60, 120, 160]
+
+
+def check_augmentation(p: Paper) -> None:
+    def with_teachers(runs: list[str]) -> list[str]:
+        return runs + [p.plan.teacher_of[r] for r in runs if r in p.plan.teacher_of]
+
+    for table in ("table1", "table2", "ablation"):
+        assert {p.specs[r].recipe.augment for r in with_teachers(p.runs(table))} == {"crop+flip"}
+    assert {p.specs[r].recipe.augment for r in p.runs("table3")} == {"flip"}
+    assert {p.specs[r].recipe.augment for r in with_teachers(p.runs("table4"))} == {"scale+crop+flip"}
+    table5 = p.runs("table5", "student", "at")
+    assert {(p.specs[r].recipe.augment, p.specs[r].dataset.name) for r in table5} == {("crop+flip", "imagefolder")}
+
+
+def check_table3_recipe(p: Paper) -> None:
+    for r in p.runs("table3"):
+        recipe = p.specs[r].recipe
+        assert (recipe.weight_decay, recipe.augment, recipe.epochs, recipe.lr) == (0.0, "flip", 200, 0.1)
+
+
+def check_table4_recipe(p: Paper) -> None:
+    for r in p.runs("table4"):
+        recipe = p.specs[r].recipe
+        assert (recipe.epochs, recipe.batch_size, recipe.lr, recipe.weight_decay, recipe.gamma) == (
+            40, 64, 0.01, 1e-4, 0.1)
+        assert drop_epochs(recipe) == [20, 30]
+
+
+def check_table5_recipe(p: Paper) -> None:
+    for r in p.runs("table5", "student", "at"):
+        recipe = p.specs[r].recipe
+        assert (recipe.epochs, recipe.batch_size, recipe.lr, recipe.weight_decay, recipe.gamma) == (
+            100, 256, 0.1, 1e-4, 0.1)
+        assert drop_epochs(recipe) == [30, 60, 90]
+
+
+def check_init(p: Paper) -> None:
+    trained = [s for s in p.specs.values() if s.recipe.epochs > 0]
+    assert len(trained) == 190 - 1 and {s.recipe.init for s in trained} == {"authors"}  # all but the given teacher
+    for name in ("quick.yaml", "evidence.yaml"):  # the CPU configs keep PyTorch's: their specs do not change
+        assert all("init" not in spec["recipe"] for spec in build_plan(load(name)).runs.values())
+
+
+def check_precision(p: Paper) -> None:
+    assert {s.recipe.precision for s in p.specs.values()} == {"fp32"}
+    for name in ("quick.yaml", "evidence.yaml"):
+        assert all("precision" not in spec["recipe"] for spec in build_plan(load(name)).runs.values())
+
+
+def check_factt_beta(p: Paper) -> None:
+    for r in p.runs("table1", "factt"):
+        m = p.specs[r].method
+        assert (m.beta, m.beta_schedule) == (1000, "linear") and m.beta_at(0.5) == 500
+
+
+def check_at_kd_beta(p: Paper) -> None:
+    for r in p.runs("table1", "at+kd"):
+        m = p.specs[r].method
+        assert (m.beta, m.beta_schedule) == (1000, "linear") and m.beta_at(0.75) == 250
+
+
+def check_at_beta(p: Paper) -> None:
+    runs = p.runs("table1", "at") + p.runs("ablation") + p.runs("table3", "at") + p.runs("table4", "at")
+    for r in runs + p.runs("table5", "at"):
+        m = p.specs[r].method
+        assert (m.beta, m.beta_schedule, m.mapping, m.p) == (1000, "constant", "sum", 2)
+    # Table 2 varies the mapping on purpose, each column as its label says
+    for label, mapping in {"F_sum": ("sum", 1), "F2_sum": ("sum", 2), "F4_sum": ("sum", 4),
+                           "F1_max": ("max", 1)}.items():
+        assert {(p.specs[r].method.mapping, p.specs[r].method.p) for r in p.runs("table2", label)} == {mapping}
+
+
+def check_kd_temperature(p: Paper) -> None:
+    kd = p.runs("table1", "kd", "at+kd") + p.runs("table3", "kd") + p.runs("table4", "kd")
+    assert len(kd) == 4 * 2 * 5 + 1 + 2 * 5
+    for r in kd:
+        s = p.specs[r]
+        assert (s.method.T, s.method.alpha) == ((1, 0.9) if s.model.name.startswith("nin") else (4, 0.9)), r
+
+
+def check_gradient_beta(p: Paper) -> None:
+    for r in p.runs("table3", "min-l2", "grad-at", "symmetry"):
+        assert (p.specs[r].method.beta, p.specs[r].method.form) == (1000, "code")
+
+
+def check_at_groups(p: Paper) -> None:
+    assert {p.specs[r].method.groups for r in p.runs("table1", "at")} == {None}  # every group
+    assert {p.specs[r].method.groups for r in p.runs("ablation", "all")} == {None}
+    for i in range(3):
+        assert {p.specs[r].method.groups for r in p.runs("ablation", f"group{i + 1}")} == {(i,)}
+    assert {p.specs[r].method.groups for r in p.runs("table4", "at") + p.runs("table5", "at")} == {(2, 3)}
+    nin = p.runs("table1", "at", row="nin-thin <- nin-wide")
+    assert {p.specs[r].model.options.get("group_outputs", "pool") for r in nin} == {"pool"}
+
+
+def check_cifar_teachers(p: Paper) -> None:
+    for table in ("table1", "table2", "ablation"):
+        for r in p.runs(table):
+            if r not in p.plan.teacher_of:
+                continue
+            s = p.specs[r]
+            # the row's teacher model, trained as a baseline with the students' recipe and the student's seed
+            assert p.plan.teacher_of[r] == f"cifar10/paper/{s.teacher.model.slug}/baseline/seed{s.seed}"
+
+
+def check_table3_teacher(p: Paper) -> None:
+    teacher = "cifar10/paper/nin-wide/baseline/seed0"
+    assert teacher in p.runs("table1", "teacher", row="nin-thin <- nin-wide")  # Table 1's NIN-wide run itself
+    for r in p.runs("table3", "kd", "grad-at"):
+        assert p.plan.teacher_of[r] == teacher
+
+
+def check_table3_at(p: Paper) -> None:
+    (at,) = p.runs("table3", "at")
+    assert p.plan.teacher_of[at] == "cifar10/paper/nin-wide-group_outputs=conv-relu_before_pool=false/baseline/seed0"
+    teacher = p.teacher(at)
+    assert (teacher.model.name, teacher.model.options) == ("nin-wide", {"relu_before_pool": False,
+                                                                         "group_outputs": "conv"})
+    assert teacher.recipe == p.specs["cifar10/paper/nin-wide/baseline/seed0"].recipe  # Table 1's recipe
+    assert p.specs[at].model.options == {"batchnorm": False, "relu_before_pool": False, "group_outputs": "conv"}
+    for r in p.runs("table3", "kd", "grad-at"):  # the others keep BN and ReLU before pooling
+        assert p.teacher(r).model.options == {}
+
+
+def check_table3_student(p: Paper) -> None:
+    for r in p.runs("table3"):
+        model = p.specs[r].model
+        assert model.name == "nin-thin"
+        assert (model.options["batchnorm"], model.options["relu_before_pool"]) == (False, False)
+
+
+def check_nin(p: Paper) -> None:
+    from atlib.models import build_model, num_parameters
+
+    nin = p.runs("table1", "student", "at", "factt", "kd", "at+kd", row="nin-thin <- nin-wide")
+    assert {p.specs[r].model.slug for r in nin} == {"nin-thin"}  # BN, ReLU before pooling, pooled outputs
+    assert {p.teacher(r).model.slug for r in nin if r in p.plan.teacher_of} == {"nin-wide"}
+    assert {p.specs[r].model.slug for r in p.runs("table1", "teacher", row="nin-thin <- nin-wide")} == {"nin-wide"}
+    wide, thin = build_model("nin-wide", 3, 10), build_model("nin-thin", 3, 10)
+    assert (num_parameters(wide), num_parameters(thin)) == (1_005_642, 206_640)
+    for pool in (wide.pool1, wide.pool2):
+        assert (pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode) == (3, 2, 0, True)
+
+
+def check_table4_freezing(p: Paper) -> None:
+    runs = p.runs("table4")
+    for r in runs + [p.plan.teacher_of[r] for r in runs if r in p.plan.teacher_of]:
+        recipe = p.specs[r].recipe
+        assert (recipe.freeze_bn, recipe.freeze_groups, recipe.freeze_stem) == (True, (0,), False)
+
+
+def check_table4_teacher(p: Paper) -> None:
+    for ds in ("scenes", "cub"):
+        runs = p.runs("table4", "kd", "at", row=ds)
+        assert sorted(p.specs[r].seed for r in runs) == sorted([0, 1, 2, 3, 4] * 2)
+        assert {p.plan.teacher_of[r] for r in runs} == {f"{ds}/finetune/resnet-34-pretrained=imagenet/baseline/seed0"}
+        teacher = p.teacher(runs[0])
+        assert teacher.model.options == {"pretrained": "imagenet"} and teacher.recipe.epochs == 40
+
+
+def check_table5_teacher(p: Paper) -> None:
+    runs = p.runs("table5", "at")
+    assert {p.plan.teacher_of[r] for r in runs} == {"imagenet/given/resnet-34-pretrained=imagenet/baseline/seed0"}
+    teacher = p.teacher(runs[0])
+    assert teacher.recipe.epochs == 0 and teacher.model.options == {"pretrained": "imagenet"}
+
+
+def check_table5_start_epoch(p: Paper) -> None:
+    for r in p.runs("table5", "at"):
+        s = p.specs[r]
+        assert s.method.start_epoch == 60
+        first = next(e for e in range(s.recipe.epochs) if s.method.transfers(e))
+        assert first + 1 == 60 == drop_epochs(s.recipe)[1]  # the same epoch, hence the same first step
+
+
+def check_table4_paper_numbers(p: Paper) -> None:
+    from atlib.paper import PAPER, paper_value
+
+    assert p.plan.tables["table4"]["paper"] == "table4"
+    assert all(paper_value("table4", row, col).show().endswith("†") for row, cols in PAPER["table4"].items()
+               for col in cols)
+
+
+SETUP_CHECKS = {
+    "learning-rate drops": check_lr_drops,
+    "augmentation": check_augmentation,
+    "Table 3 recipe": check_table3_recipe,
+    "Table 4 recipe": check_table4_recipe,
+    "Table 5 recipe": check_table5_recipe,
+    "initialisation": check_init,
+    "precision": check_precision,
+    "F-ActT β": check_factt_beta,
+    "AT+KD β": check_at_kd_beta,
+    "AT β": check_at_beta,
+    "KD temperature": check_kd_temperature,
+    "β of grad-AT, symmetry norm, min-l2": check_gradient_beta,
+    "AT groups": check_at_groups,
+    "teachers of Tables 1, 2 and the ablation": check_cifar_teachers,
+    "Table 3 KD and grad-AT teacher": check_table3_teacher,
+    "Table 3 activation AT": check_table3_at,
+    "Table 3 student": check_table3_student,
+    "NIN": check_nin,
+    "Table 4 freezing": check_table4_freezing,
+    "Table 4 teacher": check_table4_teacher,
+    "Table 5 teacher": check_table5_teacher,
+    "Table 5 start epoch": check_table5_start_epoch,
+    "Table 4 paper numbers": check_table4_paper_numbers,
+}
+
+
+def test_every_row_of_the_readme_setup_table_has_a_check():
+    assert readme_setups() == list(SETUP_CHECKS)
+
+
+@pytest.mark.parametrize("setup", readme_setups())
+def test_paper_plan_carries_the_readme_setup(paper, setup):
+    SETUP_CHECKS[setup](paper)

@@ -8,25 +8,34 @@ from typing import Any
 from torch import nn
 
 from ..rundir import METRICS, finished, load_state
-from ..spec import KNOWN, OPTIONS, family
+from ..spec import INITS, KNOWN, OPTIONS, family
 from .nin import NIN, THIN_SCALE, nin_widths
 from .resnet import ResNet
 from .wrn import WRN
 
 
-def build_model(name: str, in_channels: int, num_classes: int, **options: Any) -> nn.Module:
+def build_model(name: str, in_channels: int, num_classes: int, init: str = "torch", **options: Any) -> nn.Module:
+    """The registry's model ``name``, its weights drawn by ``init`` (``torch``: PyTorch's defaults; ``authors``:
+    the authors' code, see atlib.models.init) from torch's global generator."""
     fam = family(name)
     unknown = set(options) - OPTIONS[fam]
     if unknown:
         raise ValueError(f"model {name!r} has no option(s) {sorted(unknown)}; "
                          f"its options are {sorted(OPTIONS[fam]) or 'none'}")
+    if init not in INITS:
+        raise ValueError(f"init: expected one of {', '.join(INITS)}, got {init!r}")
+    model: WRN | NIN | ResNet
     if fam == "wrn":
         _, depth, width = name.split("-")
-        return WRN(int(depth), int(width), in_channels, num_classes)
-    if fam == "nin":
+        model = WRN(int(depth), int(width), in_channels, num_classes)
+    elif fam == "nin":
         widths = nin_widths(1.0 if name == "nin-wide" else THIN_SCALE)
-        return NIN(widths, in_channels, num_classes, **options)
-    return ResNet(name.replace("-", ""), in_channels, num_classes, **options)
+        model = NIN(widths, in_channels, num_classes, **options)
+    else:
+        model = ResNet(name.replace("-", ""), in_channels, num_classes, **options)
+    if init == "authors":
+        model.authors_init()
+    return model
 
 
 def load_run_model(folder: Path | str, device: Any = "cpu") -> tuple[nn.Module, dict[str, Any]]:

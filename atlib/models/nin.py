@@ -3,6 +3,8 @@
 NIN-wide (1,005,642 parameters with batch norm, 1,004,042 without; the authors' widths):
     conv5x5 192, 1x1 160, 1x1 96, maxpool 3/2 | conv5x5 192, 1x1 192, 1x1 192, avgpool 3/2 |
     conv3x3 192, 1x1 192, 1x1 192 | classifier 1x1 -> classes, global average pool.
+Both pools are nin.lua's ``:ceil()`` pools without padding: a side of n becomes ceil((n - 3) / 2) + 1
+(32 -> 16 -> 8), and a window that runs past the border averages only the pixels inside it.
 The authors average-pool and then apply a linear layer; a 1x1 conv followed by the average is the same
 function with the same parameters. NIN-thin (206,640 parameters with batch norm, 205,923 without) keeps
 the layout and scales every width by 0.45 (192 -> 86, 160 -> 72, 96 -> 43).
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from .init import msr_conv, uniform_bn
 
 WIDE = (192, 160, 96, 192, 192, 192, 192, 192, 192)
 THIN_SCALE = 0.45
@@ -53,11 +57,21 @@ class NIN(nn.Module):
         self.relu_before_pool = relu_before_pool
         self.group_outputs = group_outputs
         self.block1 = _block(in_channels, (w[0], w[1], w[2]), 5, batchnorm)
-        self.pool1 = nn.MaxPool2d(3, 2, padding=1)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
         self.block2 = _block(w[2], (w[3], w[4], w[5]), 5, batchnorm)
-        self.pool2 = nn.AvgPool2d(3, 2, padding=1)
+        self.pool2 = nn.AvgPool2d(3, 2, ceil_mode=True)
         self.block3 = _block(w[5], (w[6], w[7], w[8]), 3, batchnorm)
         self.classifier = nn.Conv2d(w[8], num_classes, 1)
+
+    def authors_init(self) -> None:
+        """nin.lua's MSRinit after Torch's reset: each block's convolutions N(0, sqrt(2/n)) with zero bias,
+        batch-norm weights U(0, 1). The classifier stands for nin.lua's nn.Linear, which MSRinit leaves at
+        Torch's reset, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias: PyTorch's default for it already."""
+        for block in (self.block1, self.block2, self.block3):
+            for m in block.modules():
+                if isinstance(m, nn.Conv2d):
+                    msr_conv(m)
+        uniform_bn(self)
 
     def _pooled(self, x: Tensor, pool: nn.Module) -> tuple[Tensor, Tensor]:
         """Returns (pooled group output, input of the next block)."""

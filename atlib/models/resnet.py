@@ -14,6 +14,8 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from .init import authors_layers
+
 IMAGENET_FILES = {"resnet18": "resnet18-f37072fd.pth", "resnet34": "resnet34-b627a593.pth"}
 
 
@@ -47,13 +49,24 @@ class ResNet(nn.Module):
                     f"{IMAGENET_FILES[arch]} there (atlib never downloads weights)")
             check_hash_prefix(path)
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        replaced: list[nn.Module] = []
         if in_channels != 3:
             net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+            replaced.append(net.conv1)
         if num_classes != net.fc.out_features:
             net.fc = nn.Linear(net.fc.in_features, num_classes)
+            replaced.append(net.fc)
+        # the layers no weight file sets: all of them, or those replaced for other inputs or classes
+        self.new_layers = [net] if pretrained is None else replaced
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.groups = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
         self.fc = net.fc
+
+    def authors_init(self) -> None:
+        """The authors' imagenet.py student: convolutions and the classifier kaiming normal (fan in), the classifier's
+        bias 0, batch-norm weights U(0, 1). Pretrained weights stay: only the layers no weight file set are drawn."""
+        for module in self.new_layers:
+            authors_layers(module)
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         x = self.stem(x)

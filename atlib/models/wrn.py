@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .init import uniform_bn
+
 
 class Block(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
@@ -47,6 +49,16 @@ class WRN(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.kaiming_normal_(m.weight, mode="fan_in")
                 nn.init.zeros_(m.bias)
+
+    @property
+    def stem(self) -> nn.Module:
+        """The first convolution, before the groups (recipe ``freeze_stem``)."""
+        return self.conv0
+
+    def authors_init(self) -> None:
+        """The authors' utils.py: batch-norm weights U(0, 1) (``bnparams``); the convolutions and the classifier
+        are drawn as theirs already (kaiming normal on the fan in, zero classifier bias)."""
+        uniform_bn(self)
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         x = self.conv0(x)
