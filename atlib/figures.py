@@ -4,7 +4,8 @@
   baseline student and the AT student, each with its predicted class;
 - training curves (Figure 7): test (solid) and training (dashed) error against epoch per method,
   median over seeds with a min-max band;
-- per table, every seed's error as a dot, our median, and the paper's number.
+- per table, every seed's error as a dot, our median, and the paper's number;
+- where rows give their students N images per class, each method's gain over the student against N.
 
 The drawing of attention grids and the figure plumbing (Agg canvas, exact pixel sizes) live in
 ``atlib.maps``, which the training loop uses too.
@@ -29,9 +30,10 @@ from .data import Source, load
 from .maps import HEADER, MIN_COLUMNS, PANEL, attention_grid, network_maps, new_figure, save, suptitle
 from .models import load_run_model
 from .paper import paper_value
-from .plan import Plan, planned_figures
+from .plan import Plan, gain_points, planned_figures
 from .rundir import finished
 from .spec import ConfigError, DataConfig, DataError
+from .stats import paired
 from .tables import METRIC_FIELD
 
 CURVES_SIZE = (6.0, 4.0)
@@ -256,6 +258,71 @@ def dots_figure(plan: Plan, table: str, out_path: Path | str) -> Path:
     return save(build_dots_figure(plan, table), out_path)
 
 
+# --- each method's gain over the student against the student's data ------------------------------
+
+GAINS_SIZE = (6.0, 4.0)
+
+
+def seed_errors(plan: Plan, runs: Sequence[str], metric: str = "top1") -> dict[int, float]:
+    """Seed -> final test error of the finished runs among ``runs``."""
+    out = {}
+    for run in runs:
+        m = finished(plan.run_dir(run))
+        if m is not None and m.get(METRIC_FIELD[metric]) is not None:
+            out[_seed_of(run)] = float(m[METRIC_FIELD[metric]])
+    return out
+
+
+def gains(plan: Plan) -> pd.DataFrame:
+    """One line per (method column, images per class): the paired gains d_s = error(student) - error(method),
+    their median and mean with the two-sided 95% Student-t interval of the mean (``atlib.stats``)."""
+    lines = []
+    for per_class, table, row in gain_points(plan):
+        cells = row_cells(plan, table, row)
+        student = seed_errors(plan, cells.get("student", []))
+        for column in plan.tables[table]["columns"]:
+            if column in ("student", "teacher"):
+                continue
+            p = paired(student, seed_errors(plan, cells.get(column, [])))
+            if p.n:
+                low, high = p.interval or (math.nan, math.nan)
+                lines.append({"column": column, "per_class": per_class, "n": p.n, "median": float(np.median(p.d)),
+                              "mean": p.mean, "low": low, "high": high})
+    return pd.DataFrame(lines, columns=["column", "per_class", "n", "median", "mean", "low", "high"])
+
+
+def build_gains_figure(plan: Plan) -> Figure:
+    """Each method's gain over the student (points, positive: the method's error is lower) against the
+    student's images per class: the median over seeds as a marker, the paired 95% interval of the mean as a bar."""
+    fig = new_figure(*GAINS_SIZE)
+    ax = fig.subplots()
+    data = gains(plan)
+    columns = list(dict.fromkeys(data["column"]))
+    for k, column in enumerate(columns):
+        d = data[data["column"] == column].sort_values("per_class")
+        x = d["per_class"].to_numpy(float) * (1 + 0.04 * (k - (len(columns) - 1) / 2))  # side by side on a log axis
+        bars = ax.errorbar(x, d["median"], yerr=[d["mean"] - d["low"], d["high"] - d["mean"]], fmt="o-",
+                           capsize=3, color=f"C{k % 10}", label=f"{column} (n={int(d['n'].min())}-{int(d['n'].max())})")
+        bars.lines[0].set_gid(f"{column}/median")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ticks = sorted(set(data["per_class"]))
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("student's training images per class")
+    ax.set_ylabel("gain over the student (points)")
+    ax.grid(alpha=0.3)
+    if columns:
+        ax.legend(fontsize=8)
+    suptitle(fig, f"{plan.name}: each method's gain over the student\nmedian over seeds, paired 95% interval "
+                  f"of the mean")
+    return fig
+
+
+def gains_figure(plan: Plan, out_path: Path | str) -> Path:
+    return save(build_gains_figure(plan), out_path)
+
+
 # --- every figure of a plan -------------------------------------------------------------------
 
 def first_seed(plan: Plan, table: str, row: str) -> int:
@@ -273,10 +340,11 @@ def write_figures(plan: Plan, out_dir: Path | str) -> list[Path]:
         elif f.kind == "curves":
             assert f.row is not None
             written.append(curves_figure(plan, f.table, f.row, f.path))
+        elif f.kind == "gains":
+            written.append(gains_figure(plan, f.path))
         else:
             written.append(dots_figure(plan, f.table, f.path))
     return written
 
 
-__all__ = ["attention_figure", "curves_figure",
-           "dots_figure", "write_figures"]
+__all__ = ["attention_figure", "curves_figure", "dots_figure", "gains", "gains_figure", "write_figures"]

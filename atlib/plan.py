@@ -451,6 +451,14 @@ class PlannedFigure:
     path: Path
 
 
+def gain_points(plan: Plan) -> list[tuple[int, str, str]]:
+    """(images per class, table, row) of every row with a per-class student subset and a student column:
+    the x of the curve of each method's gain over the student, in increasing order."""
+    points = [(n, table, row) for table, layout in plan.tables.items() if "student" in layout["columns"]
+              for n, row in zip(layout.get("per_class", []), layout["rows"], strict=False) if n is not None]
+    return sorted(points)
+
+
 def has_attention(plan: Plan, table: str) -> bool:
     return {"student", "teacher", "at"} <= set(plan.tables[table]["columns"])
 
@@ -470,6 +478,8 @@ def planned_figures(plan: Plan, out_dir: Path | str) -> list[PlannedFigure]:
                 figures.append(PlannedFigure("attention", table, row, out_dir / f"{table}-{slug}-attention.png"))
             figures.append(PlannedFigure("curves", table, row, out_dir / f"{table}-{slug}-curves.png"))
         figures.append(PlannedFigure("errors", table, None, out_dir / f"{table}-errors.png"))
+    if len(gain_points(plan)) >= 2:
+        figures.append(PlannedFigure("gains", "", None, out_dir / "gains.png"))
     return figures
 
 

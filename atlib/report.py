@@ -9,6 +9,7 @@ on a forge as it is.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from itertools import combinations
 from pathlib import Path
 from typing import NamedTuple
@@ -16,11 +17,12 @@ from typing import NamedTuple
 import pandas as pd
 from tabulate import tabulate
 
-from .plan import Plan, planned_figures
+from .plan import ClaimRef, Plan, planned_figures
 from .rundir import atomic_write_text
-from .stats import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Paired, paired, verdict
+from .stats import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Paired, holm, paired
 
 TOO_SHORT = "too short to judge"
+LEVEL = 0.05  # a config without a claims section judges each comparison at this level
 BASELINES = ("student", "no AT")  # the column that holds the student trained alone
 TEACHER = "teacher"
 NAMES = {"student": "the student", "teacher": "the teacher", "at": "AT", "kd": "KD", "at+kd": "AT+KD",
@@ -52,19 +54,29 @@ CLAIMS = (
     Claim("min-l2", "student"), Claim("grad-at", "student"), Claim("symmetry", "student"), Claim("at", "grad-at"),
 )
 WORDS = (f"Each claim pairs seed s of its two columns: gain = error of the column claimed worse minus error of "
-         f"the one claimed better (points; positive is the paper's direction), its mean over the pairs with a "
-         f"two-sided 95% Student-t interval, and MDE, the smallest mean gain these pairs detect with 80% power. "
-         f"*{REPRODUCED}*: the interval lies above 0; *{NOT_REPRODUCED}*: below 0; *{INCONCLUSIVE}*: it "
-         f"contains 0. Where the table has a teacher, the other claims are tested only once the teacher is "
-         f"clearly better than the student. Where the student's error still fell by D points over its last "
-         f"test interval (median over seeds), a gap whose interval does not clear D is *{TOO_SHORT}*: a "
-         f"method that only learns faster or slower than the student moves its error that much.")
+         f"the one claimed better (points; positive is the claim's direction), its mean over the pairs with a "
+         f"two-sided 95% Student-t interval, the paired t test's two-sided p, and MDE, the smallest mean gain these "
+         f"pairs detect with 80% power. *{REPRODUCED}*: p below the level and a positive mean; *{NOT_REPRODUCED}*: "
+         f"p below the level and a negative mean; *{INCONCLUSIVE}*: otherwise. A *confirmatory* claim was "
+         f"registered in the config before its runs; it is judged on its p adjusted over all of them (Holm, "
+         f"shown as p adj.). Every other claim is *exploratory*, judged on its own p at the level, with no "
+         f"correction: a finding to confirm, not a result. The *precondition* (the teacher beats the student) is "
+         f"not a paper claim: until it holds, a distillation claim is not testable. Too short to judge: where "
+         f"either compared column's error still fell over its last test interval (median over seeds), D is the "
+         f"larger of the two falls, and a gain whose 95% interval does not clear D (low end above D, or high end "
+         f"below -D) is *{TOO_SHORT}*: a method that only learns faster or slower than the other moves its "
+         f"error that much. Gains that are all identical have no spread, hence no interval: no verdict. Seeds "
+         f"planned but not finished in both columns are named.")
+
+PRECONDITION, CONFIRMATORY, EXPLORATORY = "precondition", "confirmatory", "exploratory"
 
 
 class Result(NamedTuple):
     claim: Claim
     pairs: Paired
     verdict: str  # a verdict word, or why there is none
+    kind: str = EXPLORATORY  # precondition | confirmatory | exploratory
+    p_adjusted: float | None = None  # a confirmatory claim's p after the config's correction
 
 
 def _finished(cells: pd.DataFrame) -> dict[str, pd.Series]:
@@ -72,11 +84,18 @@ def _finished(cells: pd.DataFrame) -> dict[str, pd.Series]:
     return {c["column"]: c for _, c in cells.iterrows() if c["n"] > 0 and pd.notna(c["median"])}
 
 
+def _words(cell: pd.Series, key: str) -> list[str]:
+    return [] if key not in cell or pd.isna(cell[key]) else str(cell[key]).split()
+
+
 def _errors(cell: pd.Series) -> dict[int, float]:
     """Seed -> error of a cell's finished runs, from the CSV's aligned ``seeds`` and ``values``."""
-    if pd.isna(cell["seeds"]) or not str(cell["seeds"]).strip():
-        return {}
-    return dict(zip(map(int, str(cell["seeds"]).split()), map(float, str(cell["values"]).split()), strict=True))
+    return dict(zip(map(int, _words(cell, "seeds")), map(float, _words(cell, "values")), strict=True))
+
+
+def _planned_seeds(cell: pd.Series) -> list[int]:
+    """The seeds of a cell's planned runs, from their ids (``.../seed3``)."""
+    return [int(r.rsplit("/seed", 1)[1]) for r in _words(cell, "runs") if "/seed" in r]
 
 
 def compare(better: pd.Series, worse: pd.Series) -> Paired:
@@ -88,6 +107,19 @@ def compare(better: pd.Series, worse: pd.Series) -> Paired:
     return paired(a, b)
 
 
+def missing(better: pd.Series, worse: pd.Series, p: Paired) -> str:
+    """The planned seeds a column has not finished (so the pairs leave them out): '' when none."""
+    parts = []
+    for cell in (worse, better):
+        if cell["planned"] == 1 and worse["planned"] > 1:
+            continue  # a fixed teacher pairs with every seed
+        gone = [s for s in _planned_seeds(cell) if s not in _errors(cell)]
+        if gone:
+            name = NAMES.get(cell["column"], cell["column"])
+            parts.append(f"seed{'s' if len(gone) > 1 else ''} {', '.join(map(str, gone))} of {name}")
+    return f"missing: {'; '.join(parts)}" if parts else ""
+
+
 def _gap(p: Paired) -> str:
     if p.interval is not None:
         return f"gap {p.mean:+.2f} [{p.interval[0]:+.2f}, {p.interval[1]:+.2f}]"
@@ -95,61 +127,92 @@ def _gap(p: Paired) -> str:
 
 
 class Learning(NamedTuple):
-    """How much the student still learnt at its end: D, the median over seeds of its error at the test
-    before the last minus its final error (0 when it rose), over the epochs ``since`` .. ``until``."""
+    """How much a column still learnt at its end: D, the median over seeds of its error at the test before
+    the last minus its final error (0 when it rose), over the epochs ``since`` .. ``until``."""
 
     drop: float
     since: int | None
     until: int | None
+    column: str = "student"
 
     def __str__(self) -> str:
         span = f" over epochs {self.since}-{self.until}" if self.since is not None and self.until else ""
-        return f"the student's error still fell {self.drop:.2f} points{span}"
+        return f"{NAMES.get(self.column, self.column)}'s error still fell {self.drop:.2f} points{span}"
 
 
-def still_learning(student: pd.Series) -> Learning | None:
-    """The student's ``Learning`` from its cell's ``previous`` and ``values``; None with a single test."""
-    if "previous" not in student or pd.isna(student["previous"]) or not str(student["previous"]).strip():
+def still_learning(cell: pd.Series) -> Learning | None:
+    """A column's ``Learning`` from its cell's ``previous`` and ``values``; None with a single test."""
+    before = pd.Series([float(v) for v in _words(cell, "previous")], dtype=float)
+    final = pd.Series([float(v) for v in _words(cell, "values")], dtype=float)
+    if before.empty or len(before) != len(final):
         return None
-    before = pd.Series([float(v) for v in str(student["previous"]).split()], dtype=float)
-    final = pd.Series([float(v) for v in str(student["values"]).split()], dtype=float)
     drops = (before - final).dropna()
     if drops.empty:
         return None
-    at = {k: int(student[k]) if k in student and pd.notna(student[k]) else None for k in ("previous_epoch", "epochs")}
-    return Learning(max(0.0, float(drops.median())), at["previous_epoch"], at["epochs"])
+    at = {k: int(cell[k]) if k in cell and pd.notna(cell[k]) else None for k in ("previous_epoch", "epochs")}
+    return Learning(max(0.0, float(drops.median())), at["previous_epoch"], at["epochs"], str(cell["column"]))
 
 
-def _word(p: Paired, learning: Learning | None = None) -> str:
-    if p.interval is None:
-        return "one paired seed: no interval" if p.n else "no paired seeds yet"
-    word = verdict(p.interval)
-    if word == INCONCLUSIVE:
-        return f"{word}: only a gain of {p.mde:.2f} points or more was detectable"
+def learning_gap(better: pd.Series, worse: pd.Series) -> Learning | None:
+    """D of the too-short rule: the larger of the two compared columns' last-interval falls."""
+    found = [x for x in (still_learning(worse), still_learning(better)) if x is not None]
+    return max(found, key=lambda x: x.drop) if found else None
+
+
+def judge(p: Paired, level: float = LEVEL, decision_p: float | None = None, learning: Learning | None = None) -> str:
+    """The verdict of one claim: on ``decision_p`` (a confirmatory claim's adjusted p) or else its own p."""
+    if p.n == 0:
+        return "no paired seeds yet"
+    if p.n == 1:
+        return "one paired seed: no interval"
+    if p.p is None:
+        return f"no verdict: every pair gains exactly {p.mean:+.2f} points (no spread, so no t interval)"
+    if (p.p if decision_p is None else decision_p) >= level:
+        return f"{INCONCLUSIVE}: only a gain of {p.mde:.2f} points or more was detectable"
+    word = REPRODUCED if p.mean > 0 else NOT_REPRODUCED
     low, high = p.interval
     if learning is not None and (low <= learning.drop if word == REPRODUCED else high >= -learning.drop):
         return f"{TOO_SHORT} ({word} otherwise): {learning}, more than the interval clears"
     return word
 
 
-def claim_results(cells: pd.DataFrame) -> list[Result]:
-    """Every claim the columns of one (row, metric) can test, the teacher's precondition first."""
+Adjusted = Mapping[tuple[str, str], float]  # (better, worse) -> a confirmatory claim's adjusted p
+
+
+def claim_results(cells: pd.DataFrame, confirmatory: Adjusted | None = None, level: float = LEVEL) -> list[Result]:
+    """Every claim the columns of one (row, metric) can test: the teacher's precondition first, then the row's
+    confirmatory claims (``confirmatory``: their adjusted p), then the paper's other claims, exploratory."""
+    confirmatory = confirmatory or {}
     got = {c["column"]: c for _, c in cells.iterrows()}
     base = next((b for b in BASELINES if b in got), None)
     results = []
     gate = None
     if base is not None and TEACHER in got:
-        teacher = Claim(TEACHER, base)
         p = compare(got[TEACHER], got[base])
-        results.append(Result(teacher, p, _word(p)))
-        if p.interval is None or verdict(p.interval) != REPRODUCED:
+        results.append(Result(Claim(TEACHER, base), p, _with_missing(judge(p, level), got[TEACHER], got[base], p),
+                              PRECONDITION))
+        if p.interval is None or p.p is None or p.p >= level or p.mean <= 0:
             # a student that learns from a teacher no better than itself tests nothing the paper claims
             gate = f"not testable here: the teacher is not clearly better than the student ({_gap(p)})"
-    learning = still_learning(got[base]) if base is not None else None
-    for claim in (c for c in CLAIMS if c.better in got and c.worse in got):
-        p = compare(got[claim.better], got[claim.worse])
-        results.append(Result(claim, p, gate or _word(p, learning)))
+    claims = [Claim(*k) for k in confirmatory if k[0] in got and k[1] in got]
+    claims += [c for c in CLAIMS if c.better in got and c.worse in got and c not in claims]
+    for claim in claims:
+        better, worse = got[claim.better], got[claim.worse]
+        p = compare(better, worse)
+        adjusted = confirmatory.get((claim.better, claim.worse))
+        kind = CONFIRMATORY if (claim.better, claim.worse) in confirmatory else EXPLORATORY
+        word = gate or judge(p, level, adjusted if kind == CONFIRMATORY else None, learning_gap(better, worse))
+        results.append(Result(claim, p, _with_missing(word, better, worse, p), kind, adjusted))
     return results
+
+
+def _with_missing(word: str, better: pd.Series, worse: pd.Series, p: Paired) -> str:
+    gone = missing(better, worse, p)
+    return f"{word} ({gone})" if gone else word
+
+
+def _p(x: float | None) -> str:
+    return "–" if x is None else ("<0.001" if x < 0.001 else f"{x:.3f}")
 
 
 def claims_table(results: list[Result]) -> str:
@@ -157,16 +220,17 @@ def claims_table(results: list[Result]) -> str:
     def line(r: Result) -> list[str]:
         p = r.pairs
         ci = f"[{p.interval[0]:+.2f}, {p.interval[1]:+.2f}]" if p.interval else "–"
-        return [str(r.claim), str(p.n), f"{p.mean:+.2f}" if p.n else "–", ci,
+        return [str(r.claim), r.kind, str(p.n), f"{p.mean:+.2f}" if p.n else "–", ci, _p(p.p), _p(r.p_adjusted),
                 f"{p.mde:.2f}" if p.mde is not None else "–", r.verdict]
 
-    headers = ["claim", "pairs n", "mean gain (points)", "95% interval", "MDE", "verdict"]
+    headers = ["claim", "kind", "pairs n", "mean gain (points)", "95% interval", "p", "p adj.", "MDE", "verdict"]
     return tabulate([line(r) for r in results], headers=headers, tablefmt="github", disable_numparse=True)
 
 
 def ordering_verdict(cells: pd.DataFrame) -> str | None:
-    """Our ordering of the columns (best first) against the paper's, over the columns that have both numbers."""
-    got = {k: c for k, c in _finished(cells).items() if pd.notna(c["paper"])}
+    """Our ordering of the method columns (best first) against the paper's, over the columns that have both
+    numbers; the teacher is left out (it is better than every student in both, a pair that says nothing)."""
+    got = {k: c for k, c in _finished(cells).items() if pd.notna(c["paper"]) and k != TEACHER}
     if len(got) < 2:
         return None
     ours = sorted(got, key=lambda k: float(got[k]["median"]))
@@ -179,20 +243,17 @@ def ordering_verdict(cells: pd.DataFrame) -> str | None:
     return f"ordering {' < '.join(ours)}; the paper's is {' < '.join(paper)} ({agree}/{len(pairs)} pairs agree)"
 
 
-def row_verdict(cells: pd.DataFrame) -> str:
+def row_verdict(cells: pd.DataFrame, confirmatory: Adjusted | None = None, level: float = LEVEL) -> str:
     """The headline of one (row, metric) of a table CSV: its first claim and the ordering against the paper."""
     if not _finished(cells):
         return "no finished runs yet"
-    results = claim_results(cells)
-    head = next((r for r in results if r.claim.better != TEACHER), results[0] if results else None)
+    results = claim_results(cells, confirmatory, level)
+    head = next((r for r in results if r.kind != PRECONDITION), results[0] if results else None)
     parts = []
     if head is not None:
         gain = f" ({head.pairs.mean:+.2f} points)" if head.pairs.n else ""
-        parts.append(f"{head.claim}: {head.verdict}{gain}")
+        parts.append(f"{head.claim} ({head.kind}): {head.verdict}{gain}")
     parts += [v for v in (ordering_verdict(cells),) if v]
-    learning = next((still_learning(c) for c in _finished(cells).values() if c["column"] in BASELINES), None)
-    if learning is not None and (head is None or str(learning) not in head.verdict):
-        parts.append(str(learning))
     if not parts:
         got = _finished(cells)
         best = min(got, key=lambda k: float(got[k]["median"]))
@@ -200,20 +261,81 @@ def row_verdict(cells: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
-def table_verdicts(csv: pd.DataFrame) -> list[str]:
-    """Markdown blocks for one table's long CSV: what the words mean, then per (row, metric) in the table's
-    order a headline bullet and the table of its claims."""
-    blocks = [WORDS]
+def _row_cells(csv: pd.DataFrame, row: str, metric: str) -> pd.DataFrame:
+    return csv[(csv["row"] == row) & (csv["metric"] == metric)]
+
+
+def table_verdicts(csv: pd.DataFrame, family: Mapping[tuple[str, str], Adjusted] | None = None,
+                   level: float = LEVEL) -> list[str]:
+    """Markdown blocks for one table's long CSV: per (row, metric) in the table's order a headline bullet and
+    the table of its claims; ``family`` gives each row's confirmatory claims and their adjusted p."""
+    blocks = []
     metrics = list(dict.fromkeys(csv["metric"]))
     for row in dict.fromkeys(csv["row"]):
         for metric in metrics:
-            cells = csv[(csv["row"] == row) & (csv["metric"] == metric)]
+            cells = _row_cells(csv, row, metric)
             tag = f" ({metric})" if len(metrics) > 1 else ""
-            blocks.append(f"- **{row}**{tag}: {row_verdict(cells)}.")
-            results = claim_results(cells)
+            conf = (family or {}).get((row, metric))
+            blocks.append(f"- **{row}**{tag}: {row_verdict(cells, conf, level)}.")
+            results = claim_results(cells, conf, level)
             if results and _finished(cells):
                 blocks.append(claims_table(results))
     return blocks
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    # "0" stays a list of one seed, not a number
+    return pd.read_csv(path, dtype={"seeds": str, "values": str, "previous": str, "runs": str})
+
+
+def adjusted_family(plan: Plan, tables_dir: Path) -> dict[ClaimRef, float]:
+    """Each confirmatory claim's p after the config's correction over all of them (a claim with no p yet, or
+    no spread, counts as p = 1: it cannot lower the bar for the others)."""
+    refs = plan.claims.confirmatory
+    raw = []
+    for ref in refs:
+        csv_path = tables_dir / f"{ref.table}.csv"
+        p = None
+        if csv_path.is_file():
+            csv = _read_csv(csv_path)
+            metric = plan.tables[ref.table]["metrics"][0]
+            got = {c["column"]: c for _, c in _row_cells(csv, ref.row, metric).iterrows()}
+            if ref.better in got and ref.worse in got:
+                p = compare(got[ref.better], got[ref.worse]).p
+        raw.append(1.0 if p is None else p)
+    adjusted = holm(raw) if plan.claims.correction == "holm" else raw
+    return dict(zip(refs, adjusted, strict=True))
+
+
+def confirmatory_section(plan: Plan, tables_dir: Path, family: Mapping[ClaimRef, float]) -> str:
+    """The preregistered claims, each with its raw and adjusted p and verdict, before any table."""
+    c = plan.claims
+    if not c.confirmatory:
+        return ("**Claims.** This config registers no confirmatory claims: every verdict below is exploratory, "
+                f"judged at {c.level:g} each with no correction for the number of comparisons.\n")
+    lines = []
+    for ref in c.confirmatory:
+        csv_path = tables_dir / f"{ref.table}.csv"
+        metric = plan.tables[ref.table]["metrics"][0]
+        cells = _row_cells(_read_csv(csv_path), ref.row, metric) if csv_path.is_file() else None
+        conf = {(r.better, r.worse): family[r] for r in c.confirmatory if (r.table, r.row) == (ref.table, ref.row)}
+        found = [r for r in claim_results(cells, conf, c.level)
+                 if (r.claim.better, r.claim.worse) == (ref.better, ref.worse)] if cells is not None else []
+        if found:
+            r = found[0]
+            p = r.pairs
+            ci = f"[{p.interval[0]:+.2f}, {p.interval[1]:+.2f}]" if p.interval else "–"
+            lines.append([ref.table, str(r.claim), str(p.n), f"{p.mean:+.2f}" if p.n else "–", ci, _p(p.p),
+                          _p(r.p_adjusted), f"{p.mde:.2f}" if p.mde is not None else "–", r.verdict])
+        else:
+            lines.append([ref.table, str(Claim(ref.better, ref.worse)), "0", "–", "–", "–", "–", "–",
+                          "no finished runs yet"])
+    held = sum(line[-1] == REPRODUCED for line in lines)
+    correction = "Holm's correction" if c.correction == "holm" else "no correction"
+    head = (f"**Confirmatory claims** (registered in the config before its runs; family-wise level {c.level:g} "
+            f"with {correction} over the {len(lines)}): {held} of {len(lines)} hold.\n")
+    headers = ["table", "claim", "pairs n", "mean gain (points)", "95% interval", "p", "p adj.", "MDE", "verdict"]
+    return head + "\n" + tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True) + "\n"
 
 
 def _link(path: Path, start: Path) -> str:
@@ -222,17 +344,25 @@ def _link(path: Path, start: Path) -> str:
 
 def report_text(plan: Plan, tables_dir: Path, figures_dir: Path, out_dir: Path) -> str:
     figures = planned_figures(plan, figures_dir)
+    family = adjusted_family(plan, tables_dir)
     parts = [f"# {plan.name}: Paying More Attention to Attention, reproduced\n",
              "Test error (%), lower is better. Verdicts are computed from the table CSVs, "
-             "pairing the runs of two columns by seed.\n"]
+             "pairing the runs of two columns by seed.\n", WORDS + "\n", confirmatory_section(plan, tables_dir, family)]
+    for f in (f for f in figures if f.kind == "gains"):
+        link = _link(f.path, out_dir)
+        caption = "Each method's gain over the student against the student's images per class"
+        parts.append(f"![{caption}]({link})\n" if f.path.is_file() else f"*{caption}: {link} not rendered.*\n")
     for table, layout in plan.tables.items():
         md, csv = tables_dir / f"{table}.md", tables_dir / f"{table}.csv"
         parts.append(md.read_text().rstrip() + "\n" if md.is_file()
                      else f"## {layout['title']}\n\n*{md} not written yet.*\n")
         if csv.is_file():
-            # "0" stays a list of one seed, not a number
-            long = pd.read_csv(csv, dtype={"seeds": str, "values": str, "previous": str})
-            parts.append("**Verdict**\n\n" + "\n\n".join(table_verdicts(long)) + "\n")
+            by_row: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
+            for ref, p in family.items():
+                if ref.table == table:
+                    by_row.setdefault((ref.row, layout["metrics"][0]), {})[(ref.better, ref.worse)] = p
+            parts.append("**Verdict**\n\n" + "\n\n".join(table_verdicts(_read_csv(csv), by_row, plan.claims.level))
+                         + "\n")
         for f in (f for f in figures if f.table == table):
             caption = {"attention": f"Attention maps, {f.row}", "curves": f"Training curves, {f.row}",
                        "errors": f"{layout['title']}: every seed against the paper"}[f.kind]
@@ -249,5 +379,6 @@ def write_report(plan: Plan, tables_dir: Path | str, figures_dir: Path | str, ou
     return out
 
 
-__all__ = ["CLAIMS", "TOO_SHORT", "Claim", "Learning", "Result", "claim_results", "claims_table", "compare",
+__all__ = ["CLAIMS", "CONFIRMATORY", "EXPLORATORY", "PRECONDITION", "TOO_SHORT", "Claim", "Learning", "Result",
+           "adjusted_family", "claim_results", "claims_table", "compare", "judge", "learning_gap", "missing",
            "row_verdict", "still_learning", "table_verdicts", "write_report"]

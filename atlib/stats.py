@@ -8,7 +8,7 @@ the one that can tell a small gain from seed luck.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 CONFIDENCE = 0.975  # upper quantile of a two-sided 95% interval
@@ -79,6 +79,48 @@ class Paired:
         return (t_quantile(CONFIDENCE, self.n - 1) + t_quantile(POWER, self.n - 1)) * self.se
 
 
+    @property
+    def t(self) -> float | None:
+        """mean / (sd/√n), the paired t statistic; None without two pairs or with zero spread."""
+        return self.mean / self.se if self.se else None
+
+    @property
+    def p(self) -> float | None:
+        """Two-sided p of the paired t test of mean 0 (df = n - 1)."""
+        return t_two_sided_p(self.t, self.n - 1) if self.t is not None else None
+
+
+def t_two_sided_p(t: float, df: int) -> float:
+    """P(|T| >= |t|) for Student's t with integer ``df``: 1 - A(t|df), Abramowitz & Stegun 26.7.3-4,
+    a finite series in theta = atan(|t| / sqrt(df)) (exact for integer df, no special functions)."""
+    theta = math.atan(abs(t) / math.sqrt(df))
+    c2 = math.cos(theta) ** 2
+    term, total = 1.0, 1.0
+    if df % 2:  # odd: (2/pi) (theta + sin cos (1 + 2/3 cos^2 + 2*4/(3*5) cos^4 + ...))
+        for k in range(1, (df - 1) // 2):
+            term *= c2 * (2 * k) / (2 * k + 1)
+            total += term
+        a = 2 / math.pi * (theta + (math.sin(theta) * math.cos(theta) * total if df > 1 else 0.0))
+    else:  # even: sin (1 + 1/2 cos^2 + 1*3/(2*4) cos^4 + ...)
+        for k in range(1, df // 2):
+            term *= c2 * (2 * k - 1) / (2 * k)
+            total += term
+        a = math.sin(theta) * total
+    return min(1.0, max(0.0, 1.0 - a))
+
+
+def holm(p: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input's order: the i-th smallest of m is multiplied by
+    m - i + 1 and kept at least as large as the one before it; family-wise error at most the level."""
+    m = len(p)
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda j: p[j])):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
 def paired(a: Mapping[int, float], b: Mapping[int, float]) -> Paired:
     """Pair two cells (seed -> error) by seed; a seed missing from either cell is left out."""
     seeds = tuple(sorted(set(a) & set(b)))
@@ -95,4 +137,5 @@ def verdict(interval: tuple[float, float]) -> str:
     return INCONCLUSIVE
 
 
-__all__ = ["INCONCLUSIVE", "NOT_REPRODUCED", "REPRODUCED", "Paired", "paired", "t_quantile", "verdict"]
+__all__ = ["INCONCLUSIVE", "NOT_REPRODUCED", "REPRODUCED", "Paired", "holm", "paired", "t_quantile", "t_two_sided_p",
+           "verdict"]

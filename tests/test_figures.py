@@ -164,7 +164,8 @@ def test_report_has_every_table_a_verdict_and_links_every_figure(done):
     for table, layout in plan.tables.items():
         assert f"## {layout['title']}" in text
         assert (report.parent / "tables" / f"{table}.md").read_text().strip() in text
-    assert f"- **{ROW}**: AT beats the student: " in text and "ordering " in text
+    assert f"- **{ROW}**: AT beats the student (exploratory): " in text and "ordering " in text
+    assert "This config registers no confirmatory claims: every verdict below is exploratory" in text
     # one seed: the teacher's gap has no interval, so no claim reads as a finding
     assert "| AT beats the student " in text and "not testable here: the teacher is not clearly better" in text
     for path in paths:
@@ -221,13 +222,20 @@ def _seeds(*errors: float) -> dict[int, float]:
     return dict(enumerate(errors))
 
 
-def _claims(cells: pd.DataFrame) -> dict[str, list[str]]:
-    """Claim -> the other cells of its line in the Markdown claims table."""
-    lines = claims_table(claim_results(cells)).splitlines()
-    assert [c.strip() for c in lines[0].strip("|").split("|")] == [
-        "claim", "pairs n", "mean gain (points)", "95% interval", "MDE", "verdict"]
+def _table(cells: pd.DataFrame, confirmatory=None) -> dict[str, dict[str, str]]:
+    """Claim -> its line in the Markdown claims table, by header."""
+    lines = claims_table(claim_results(cells, confirmatory)).splitlines()
+    headers = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert headers == ["claim", "kind", "pairs n", "mean gain (points)", "95% interval", "p", "p adj.", "MDE",
+                       "verdict"]
     cells_of = ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])
-    return {c[0]: c[1:] for c in cells_of}
+    return {c[0]: dict(zip(headers, c, strict=True)) for c in cells_of}
+
+
+def _claims(cells: pd.DataFrame, confirmatory=None) -> dict[str, list[str]]:
+    """Claim -> pairs n, mean gain, interval, MDE and verdict of its line in the Markdown claims table."""
+    keys = ("pairs n", "mean gain (points)", "95% interval", "MDE", "verdict")
+    return {k: [line[h] for h in keys] for k, line in _table(cells, confirmatory).items()}
 
 
 # the student of every claim test below; each other column differs from it, seed by seed, by a constant plus
@@ -261,7 +269,7 @@ def test_a_teacher_not_clearly_better_makes_the_other_claims_not_testable():
     assert got["the teacher beats the student"][-1].startswith("inconclusive")
     gated = "not testable here: the teacher is not clearly better than the student (gap +0.40 [-0.04, +0.84])"
     assert got["AT beats the student"] == ["5", "+1.00", "[+0.56, +1.44]", "0.59", gated]
-    assert row_verdict(cells).startswith(f"AT beats the student: {gated} (+1.00 points)")
+    assert row_verdict(cells).startswith(f"AT beats the student (exploratory): {gated} (+1.00 points)")
     one_seed = _claims(_csv({"student": {0: 9.0}, "at": {0: 8.0}, "teacher": {0: 6.0}}))
     assert one_seed["the teacher beats the student"] == ["1", "+3.00", "–", "–", "one paired seed: no interval"]
     assert one_seed["AT beats the student"][-1] == ("not testable here: the teacher is not clearly better than "
@@ -282,8 +290,8 @@ def test_table2_and_ablation_claims_without_a_teacher():
     got = _claims(_csv(mappings))
     assert list(got) == ["F_sum beats no AT", "F2_sum beats no AT", "F4_sum beats no AT", "F1_max beats no AT",
                          "F2_sum beats F_sum", "F2_sum beats F4_sum", "F2_sum beats F1_max"]
-    assert got["F4_sum beats no AT"] == ["5", "+0.00", "[+0.00, +0.00]", "0.00", "inconclusive: only a gain of "
-                                         "0.00 points or more was detectable"]  # identical errors: d = 0
+    assert got["F4_sum beats no AT"] == ["5", "+0.00", "[+0.00, +0.00]", "0.00", "no verdict: every pair gains "
+                                         "exactly +0.00 points (no spread, so no t interval)"]  # identical errors
     assert got["F2_sum beats F_sum"][:2] == ["5", "+0.10"] and got["F2_sum beats no AT"][-1] == "reproduced"
     groups = {"group1": STUDENT, "group2": STUDENT, "group3": STUDENT, "all": _seeds(8.0, 8.0, 8.0, 8.2, 7.8)}
     assert list(_claims(_csv(groups))) == [
@@ -302,39 +310,74 @@ def test_still_learning_is_the_students_median_drop_over_its_last_test_interval(
     assert still_learning(_csv({"student": STUDENT}).iloc[0]) is None  # a single test: nothing to compare
 
 
-def test_a_gap_within_what_the_student_still_learnt_is_too_short_to_judge():
+def test_a_gap_within_what_either_compared_column_still_learnt_is_too_short_to_judge():
     at = _seeds(8.0, 8.0, 8.0, 8.2, 7.8)  # gain 1 + (0, -0.5, 0.5, 0, 0): [+0.56, +1.44]
     at_kd = _seeds(8.5, 9.0, 8.0, 8.7, 8.3)  # gain over AT -0.5 + ...: [-0.94, -0.06]
     kd = _seeds(8.6, 8.6, 8.6, 8.8, 8.4)  # gain 0.4 + ...: [-0.04, +0.84]
 
-    def words(drop):  # every student seed fell by `drop` over epochs 8-12
-        cells = _csv({"student": STUDENT, "at": at, "kd": kd, "at+kd": at_kd},
-                     previous={"student": {k: v + drop for k, v in STUDENT.items()}})
+    def words(student_drop, at_drop=None):  # every seed of the student (and of AT) fell by that much over 8-12
+        previous = {"student": {k: v + student_drop for k, v in STUDENT.items()}}
+        if at_drop is not None:
+            previous["at"] = {k: v + at_drop for k, v in at.items()}
+        cells = _csv({"student": STUDENT, "at": at, "kd": kd, "at+kd": at_kd}, previous=previous)
         return {k: v[-1] for k, v in _claims(cells).items()}, row_verdict(cells)
 
-    got, head = words(0.05)  # 0.56 > 0.05 and -0.06 < -0.05: both gaps clear what the student still learnt
+    got, _ = words(0.05)  # 0.56 > 0.05: the gap clears what the student still learnt
     assert got["AT beats the student"] == "reproduced" and got["AT+KD beats AT"] == "not reproduced"
-    assert head.endswith("the student's error still fell 0.05 points over epochs 8-12")
-    got, _ = words(0.1)  # -0.06 no longer clears -0.1
-    assert got["AT beats the student"] == "reproduced"
-    assert got["AT+KD beats AT"] == (f"{TOO_SHORT} (not reproduced otherwise): the student's error still fell "
-                                     f"0.10 points over epochs 8-12, more than the interval clears")
     got, head = words(0.6)  # 0.56 no longer clears 0.6
-    assert got["AT beats the student"].startswith(f"{TOO_SHORT} (reproduced otherwise)")
-    assert head.startswith(f"AT beats the student: {TOO_SHORT} (reproduced otherwise)")
+    assert got["AT beats the student"] == (f"{TOO_SHORT} (reproduced otherwise): the student's error still fell "
+                                           f"0.60 points over epochs 8-12, more than the interval clears")
+    assert head.startswith(f"AT beats the student (exploratory): {TOO_SHORT} (reproduced otherwise)")
     assert got["KD beats the student"].startswith("inconclusive")  # an interval holding 0 stays inconclusive
+    assert got["AT+KD beats AT"] == "not reproduced"  # neither AT+KD nor AT was still learning
+    # AT's own fall counts too: D = max(0.05, 0.7) = 0.7 for "AT beats the student", and 0.7 for "AT+KD beats
+    # AT" (AT+KD has no earlier test): -0.06 does not clear -0.7
+    got, _ = words(0.05, at_drop=0.7)
+    assert got["AT beats the student"] == (f"{TOO_SHORT} (reproduced otherwise): AT's error still fell 0.70 points "
+                                           f"over epochs 8-12, more than the interval clears")
+    assert got["AT+KD beats AT"].startswith(f"{TOO_SHORT} (not reproduced otherwise): AT's error still fell 0.70")
     teacher = _seeds(6.0, 6.1, 6.2, 6.0, 6.2)  # the teacher's own gap is a precondition, never gated
     cells = _csv({"student": STUDENT, "teacher": teacher, "at": at},
                  previous={"student": {k: v + 5 for k, v in STUDENT.items()}})
     assert _claims(cells)["the teacher beats the student"][-1] == "reproduced"
+    assert _table(cells)["the teacher beats the student"]["kind"] == "precondition"
 
 
-def test_headline_keeps_the_ordering_against_the_paper():
-    paper = {"at": 7.9, "student": 8.8}
-    swapped = row_verdict(_csv({"student": _seeds(8.0, 8.1), "at": _seeds(9.0, 9.1)}, paper))
-    # d = 8.0 - 9.0, 8.1 - 9.1 = -1, -1: sd 0, so the interval is the point -1
-    assert swapped.startswith("AT beats the student: not reproduced (-1.00 points)")
+def test_confirmatory_claims_are_judged_on_their_adjusted_p_and_the_rest_are_exploratory():
+    at = _seeds(8.0, 8.0, 8.0, 8.2, 7.8)  # gain 1 + (0, -0.5, 0.5, 0, 0): t = 1 / sqrt(0.025) = 6.32, p = 0.0032
+    kd = _seeds(8.6, 8.6, 8.6, 8.8, 8.4)
+    cells = _csv({"student": STUDENT, "at": at, "kd": kd})
+    # Holm over a family of, say, 20 claims could lift AT's p to 20 * 0.0032 = 0.064: inconclusive
+    held = _table(cells, {("at", "student"): 0.0032 * 5})
+    assert held["AT beats the student"]["kind"] == "confirmatory"
+    assert held["AT beats the student"]["p adj."] == "0.016" and held["AT beats the student"]["verdict"] == "reproduced"
+    assert held["KD beats the student"]["kind"] == "exploratory" and held["KD beats the student"]["p adj."] == "–"
+    lifted = _table(cells, {("at", "student"): 0.064})
+    assert lifted["AT beats the student"]["p"] == "0.003"
+    assert lifted["AT beats the student"]["verdict"].startswith("inconclusive")
+    # a registered claim outside the paper's list is judged too, and listed first
+    own = _table(cells, {("kd", "at"): 0.5})
+    assert list(own)[0] == "KD beats AT" and own["KD beats AT"]["kind"] == "confirmatory"
+
+
+def test_missing_seeds_are_named_in_the_verdict():
+    cells = _csv({"student": STUDENT, "at": {0: 8.0, 1: 8.0, 3: 8.2, 4: 7.8}})
+    cells["runs"] = [" ".join(f"x/{c}/seed{s}" for s in range(5)) for c in cells["column"]]
+    cells["planned"] = 5
+    verdict = _claims(cells)["AT beats the student"][-1]
+    assert verdict.endswith("(missing: seed 2 of AT)")
+
+
+def test_headline_keeps_the_ordering_against_the_paper_without_the_teacher():
+    paper = {"at": 7.9, "student": 8.8, "teacher": 6.3}
+    teacher = _seeds(5.0, 5.1, 5.2)
+    # d = 8.0 - 9.0, 8.1 - 9.2, 8.3 - 9.1 = -1.0, -1.1, -0.8: mean -0.967, t = -10.97 with 2 df, p = 0.008
+    swapped = row_verdict(_csv({"student": _seeds(8.0, 8.1, 8.3), "at": _seeds(9.0, 9.2, 9.1), "teacher": teacher},
+                               paper))
+    assert "AT beats the student (exploratory): not reproduced (-0.97 points)" in swapped
+    # the teacher pairs are left out: one pair, student and AT, that disagrees
     assert swapped.endswith("ordering student < at; the paper's is at < student (0/1 pairs agree)")
-    same = row_verdict(_csv({"student": _seeds(8.0, 8.1), "at": _seeds(7.0, 7.1)}, paper))
-    assert same == "AT beats the student: reproduced (+1.00 points); ordering at < student, the same as the paper's"
+    same = row_verdict(_csv({"student": _seeds(8.0, 8.1, 8.3), "at": _seeds(7.0, 7.2, 7.1)}, paper))
+    assert same == ("AT beats the student (exploratory): reproduced (+1.03 points); ordering at < student, the same "
+                    "as the paper's")
     assert row_verdict(_csv({"student": {}, "at": {}})) == "no finished runs yet"

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from atlib.plan import build_plan
-from atlib.stats import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, paired, t_quantile, verdict
+from atlib.stats import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, holm, paired, t_quantile, t_two_sided_p, verdict
 from atlib.tables import cells, previous_test
 
 # five seeds: d = student - at = 1.0, 0.5, 1.5, 1.0, 1.0
@@ -114,3 +114,34 @@ def test_previous_test_is_the_test_before_the_last_and_cells_align_it_with_the_s
     cell = cells(plan, summary).iloc[0]
     assert (cell["seeds"], cell["values"], cell["previous"]) == ("3 1", "9.5 9.0", "nan 10.25")
     assert (cell["previous_epoch"], cell["epochs"]) == (4, 5)  # one recipe: seed 1's places it for the cell
+
+
+def test_two_sided_p_by_hand_and_at_the_textbook_quantiles():
+    # df = 1 is the Cauchy distribution: p = 1 - 2 atan(t) / pi; df = 2: p = 1 - t / sqrt(2 + t^2)
+    assert t_two_sided_p(3.0, 1) == pytest.approx(1 - 2 * math.atan(3.0) / math.pi, rel=1e-12)
+    assert t_two_sided_p(3.0, 2) == pytest.approx(1 - 3.0 / math.sqrt(11.0), rel=1e-12)
+    assert t_two_sided_p(-3.0, 2) == t_two_sided_p(3.0, 2)  # two-sided: the sign does not matter
+    assert t_two_sided_p(0.0, 4) == 1.0
+    # the printed 97.5% quantiles (3 decimals) give p = 0.05 to the rounding of the table
+    for df, q in ((1, 12.706), (3, 3.182), (4, 2.776), (5, 2.571), (10, 2.228), (30, 2.042)):
+        assert t_two_sided_p(q, df) == pytest.approx(0.05, abs=1e-4), df
+
+
+def test_paired_p_is_the_t_test_of_the_hand_computed_pairs():
+    p = paired(STUDENT, AT)  # mean 1.0, se sqrt(0.025): t = 6.3246 with 4 df
+    assert p.t == pytest.approx(1.0 / math.sqrt(0.025))
+    assert p.p == pytest.approx(t_two_sided_p(1.0 / math.sqrt(0.025), 4))
+    assert 0.001 < p.p < 0.005  # t_{0.9975,4} = 5.598 < 6.32 < t_{0.9995,4} = 8.610
+
+
+def test_identical_gains_have_no_t_and_no_p():
+    same = paired({0: 9.0, 1: 8.0, 2: 7.5}, {0: 8.0, 1: 7.0, 2: 6.5})  # every gain is exactly 1.0
+    assert same.sd == 0 and same.t is None and same.p is None
+
+
+def test_holm_by_hand():
+    # m = 4, sorted 0.005 (x4 = 0.02), 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04, kept at 0.06)
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([0.02]) == pytest.approx([0.02])  # one claim: nothing to correct
+    assert holm([]) == []

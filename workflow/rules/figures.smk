@@ -10,7 +10,7 @@ rule figures:
         summary=f"{REPORT}/summary.csv",
         config=f"{REPORT}/config.yaml",
     output:
-        [report(str(f.path), caption=f"../report/{f.kind}.rst", category="Figures", subcategory=f.table)
+        [report(str(f.path), caption=f"../report/{f.kind}.rst", category="Figures", subcategory=f.table or "all tables")
          for f in planned_figures(PLAN, f"{REPORT}/figures")],
     params:
         atlib=ATLIB,
