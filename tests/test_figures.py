@@ -17,7 +17,7 @@ from atlib.attention import resize_to, spatial_map
 from atlib.cli import cmd_figures, cmd_report
 from atlib.engine import train
 from atlib.models import load_run_model
-from atlib.plan import Plan, build_plan, figure_paths
+from atlib.plan import Plan, build_plan, figure_paths, planned_figures
 from atlib.report import TOO_SHORT, Learning, claim_results, claims_table, row_verdict, still_learning, write_report
 from atlib.spec import RunSpec
 from atlib.tables import aggregate, write_tables
@@ -381,3 +381,34 @@ def test_headline_keeps_the_ordering_against_the_paper_without_the_teacher():
     assert same == ("AT beats the student (exploratory): reproduced (+1.03 points); ordering at < student, the same "
                     "as the paper's")
     assert row_verdict(_csv({"student": {}, "at": {}})) == "no finished runs yet"
+
+
+def test_gain_curve_pairs_each_methods_seeds_with_the_students_per_budget(monkeypatch, tmp_path):
+    plan = build_plan({
+        "name": "curve", "results": str(tmp_path), "seeds": [0, 1, 2], "teacher_seed": 0,
+        "datasets": {"d10": {"name": "synthetic", "per_class": 10, "subset_seed": "run"},
+                     "d40": {"name": "synthetic", "per_class": 40, "subset_seed": "run"}},
+        "tables": {f"t{n}": {"dataset": f"d{n}", "recipe": "paper", "columns": ["student", "at", "teacher"],
+                             "rows": [{"student": "wrn-10-1", "teacher": "wrn-10-2"}]} for n in (40, 10)},
+    })
+    assert [(n, t) for n, t, _ in figures.gain_points(plan)] == [(10, "t10"), (40, "t40")]  # sorted by budget
+    assert any(f.kind == "gains" for f in planned_figures(plan, tmp_path))
+    errors = {  # (table, column) -> errors of seeds 0, 1, 2
+        ("t10", "student"): (30.0, 32.0, 31.0), ("t10", "at"): (27.0, 30.0, 30.5),  # gains 3, 2, 0.5
+        ("t40", "student"): (20.0, 21.0, 22.0), ("t40", "at"): (20.5, 21.0, 21.5),  # gains -0.5, 0, 0.5
+    }
+    by_dir = {}
+    for cell in plan.cells:
+        for run in cell.runs:
+            if (cell.table, cell.column) in errors:
+                by_dir[plan.run_dir(run)] = {"final_test_error": errors[cell.table, cell.column][int(run[-1])]}
+    monkeypatch.setattr(figures, "finished", lambda d: by_dir.get(str(d)))
+    got = figures.gains(plan).set_index("per_class")
+    assert list(got["column"]) == ["at", "at"] and list(got["n"]) == [3, 3]
+    assert got.loc[10, "median"] == 2.0 and got.loc[10, "mean"] == pytest.approx(5.5 / 3)
+    # t10 gains 3, 2, 0.5: deviations 7/6, 1/6, -4/3, squares sum 3.1667, sd sqrt(3.1667 / 2) = 1.2583,
+    # half-width t_{0.975,2} * sd / sqrt(3) = 4.303 * 0.72648 = 3.1261
+    assert got.loc[10, "high"] - got.loc[10, "mean"] == pytest.approx(4.303 * math.sqrt(3.1666667 / 2 / 3), rel=1e-6)
+    assert got.loc[40, "median"] == 0.0 and got.loc[40, "mean"] == pytest.approx(0.0)
+    path = figures.gains_figure(plan, tmp_path / "gains.png")
+    assert png_size(path)[0] == px(figures.GAINS_SIZE[0])
