@@ -91,7 +91,9 @@ class Method:
     form: str = "code"
     resize: bool = True
     beta_schedule: str = "constant"  # a method's registry entry may default to "linear" (F-ActT, AT+KD)
-    start_epoch: int = 0  # epochs trained on the plain loss before the transfer loss is added (Table 5)
+    # the 1-based epoch from which the transfer loss is added (Table 5), counted as the learning-rate milestones
+    # are: start_epoch 60 and a drop at epoch 60 act from the same step; 0 and 1: from the start
+    start_epoch: int = 0
     T: float = 4.0
     alpha: float = 0.9
 
@@ -151,8 +153,9 @@ class Method:
         return {k: v for k, v in dataclasses.asdict(self).items() if k in self.definition.parameters | {"name"}}
 
     def transfers(self, epoch: int) -> bool:
-        """Whether the transfer loss is on in (0-based) ``epoch``; before ``start_epoch`` it is the plain CE."""
-        return epoch >= self.start_epoch
+        """Whether the transfer loss is on in (0-based) ``epoch``: from 1-based epoch ``start_epoch`` on, as
+        :meth:`Recipe.drops` counts a milestone; before it the loss is the plain CE."""
+        return epoch + 1 >= self.start_epoch
 
     def beta_at(self, progress: float) -> float:
         """beta at ``progress`` in [0, 1] of training (0 on the first batch, 1 on the last)."""
@@ -340,9 +343,16 @@ def _fmt(v: Any) -> str:
     return Path(v).stem if isinstance(v, str) and "/" in v else str(v)
 
 
+# torch: PyTorch's initialisation (batch-norm weights 1); authors: the authors' code (atlib/models/init.py)
+INITS: tuple[str, ...] = ("torch", "authors")
+# bf16: autocast on CUDA; fp32: IEEE single precision on CUDA (TF32 off). A CPU computes in fp32 either way.
+PRECISIONS: tuple[str, ...] = ("bf16", "fp32")
+
+
 @dataclass(frozen=True)
 class Recipe:
-    """The optimisation recipe; defaults are the authors' CIFAR recipe."""
+    """The optimisation recipe; defaults are the authors' CIFAR recipe, except ``init`` and ``precision``,
+    whose defaults (PyTorch's initialisation, bf16 on CUDA) config/paper.yaml overrides."""
 
     epochs: int = 200  # 0: a given model (e.g. a pretrained teacher) that is only evaluated
     batch_size: int = 128
@@ -357,6 +367,13 @@ class Recipe:
     augment: str = "crop+flip"  # "flip": Table 3's flips only; "none"
     freeze_bn: bool = False  # Table 4: BN in eval mode, its affine parameters fixed
     freeze_groups: tuple[int, ...] = ()  # Table 4: [0] fixes the first group of residual blocks
+    freeze_stem: bool = False  # the first convolution (and its BN): the paper names only BN and the first group
+    # How the weights that are not loaded are drawn: "torch" or "authors" (see INITS). A pretrained network
+    # keeps its weights either way; only its new layers (a classifier for other classes) are drawn.
+    init: str = "torch"
+    # CUDA's arithmetic: "bf16" autocast (tensor cores; a test bounds its maps and losses against fp32) or
+    # "fp32", what the authors trained in. benchmarks/gpu_check.py measures the difference on a short run.
+    precision: str = "bf16"
     # torch.compile the training step's objective (student and teacher forward, losses, and their backward).
     # Off: it pays only in long runs. CPU, 1 thread, WRN-16-1, batch 128 (benchmarks/train_step.py --compile):
     # steady 1.62x eager (baseline) and 1.31x (AT) after 34 s and 53 s of compiling, so it breaks even after
@@ -376,8 +393,13 @@ class Recipe:
         r = cls(**cfg)
         if r.augment not in AUGMENTATIONS:
             raise ConfigError(f"{where}.augment: expected one of {', '.join(AUGMENTATIONS)}, got {r.augment!r}")
-        if not isinstance(r.compile, bool):
-            raise ConfigError(f"{where}.compile: expected true or false, got {r.compile!r}")
+        for key in ("compile", "freeze_stem"):
+            if not isinstance(getattr(r, key), bool):
+                raise ConfigError(f"{where}.{key}: expected true or false, got {getattr(r, key)!r}")
+        if r.init not in INITS:
+            raise ConfigError(f"{where}.init: expected one of {', '.join(INITS)}, got {r.init!r}")
+        if r.precision not in PRECISIONS:
+            raise ConfigError(f"{where}.precision: expected one of {', '.join(PRECISIONS)}, got {r.precision!r}")
         if any(not isinstance(g, int) or g < 0 for g in r.freeze_groups):
             raise ConfigError(f"{where}.freeze_groups: expected group indices >= 0, got {list(r.freeze_groups)}")
         for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
