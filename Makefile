@@ -25,9 +25,12 @@ reproduce: $(STAMP) data
 	  echo "HTML report (tables, figures, verdicts): $$html"'; \
 	  rc=$$?; [ $$rc -ne 75 ] || echo "atlib: another reproduction is running in $(WORKDIR)"; exit $$rc
 
+# Two pytest workers, each test file on one of them: much of the suite waits (SLURM's status polls, servers
+# starting, browsers drawing), so the other runs meanwhile; the synthetic DAG is built once for both
+# (tests/conftest.py). `.venv/bin/pytest -q` runs the same tests in one process.
 test: $(STAMP) data slurm chromium
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

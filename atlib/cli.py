@@ -10,9 +10,10 @@ from typing import Any
 
 import yaml
 
-from . import methods, server
-from .plan import load_plan, load_yaml
-from .spec import ConfigError, DataError
+from . import browse, methods, server
+from .plan import load_plan, load_yaml, variant_slug
+from .runkey import RunKey
+from .spec import ConfigError, DataError, Method, ModelSpec
 
 
 def _param(text: str) -> tuple[str, Any]:
@@ -64,12 +65,19 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
         tracking["experiment"] = args.experiment
     if tracking:
         spec["tracking"] = tracking
-    if "run_id" not in spec and "model" in spec:
-        method = spec.get("method") or "baseline"
-        name = method if isinstance(method, str) else method.get("name", "baseline")
-        model = spec["model"] if isinstance(spec["model"], str) else spec["model"].get("name")
-        spec["run_id"] = f"{model}/{name}/seed{spec.get('seed', 0)}"
+    if "run_id" not in spec and (key := _hand_run_key(spec)) is not None:
+        spec["run_id"] = str(key)
     return spec
+
+
+def _hand_run_key(spec: dict[str, Any]) -> RunKey | None:
+    """A run trained by hand: its recipe is the command's flags, its teacher a folder (not a key). None while
+    the model or the dataset is missing (the spec's check names it)."""
+    if "model" not in spec or not isinstance(spec.get("dataset"), dict) or "name" not in spec["dataset"]:
+        return None
+    method = Method.from_config(spec.get("method") or "baseline")
+    return RunKey(str(spec["dataset"]["name"]), "train", ModelSpec.from_config(spec["model"]).slug,
+                  variant_slug(method, Method.from_config(method.name)), None, spec.get("seed", 0))
 
 
 def _recorded_model(run_dir: str) -> dict[str, Any]:
@@ -104,6 +112,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.output_dir:
         print(Path(plan.results, plan.name).resolve())
         return 0
+    from .preflight import before_dag
+
+    if problems := before_dag(plan):  # what the DAG would stop on before its first job
+        for problem in problems:
+            print(f"atlib: error: {problem}", file=sys.stderr)
+        return 2
     for run_id in plan.runs:
         print(run_id)
     print(f"{len(plan.runs)} runs ({len(plan.teachers)} teachers, {len(plan.teacher_of)} distilled students), "
@@ -216,6 +230,22 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _image_shape(text: str) -> tuple[int, int, int]:
+    try:
+        c, h, w = (int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CHANNELS,HEIGHT,WIDTH (e.g. 3,32,32), got {text!r}") from None
+    return c, h, w
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models.catalog import groups_text, listing
+
+    groups = args.groups.split(",") if args.groups else None
+    print(listing() if args.name is None else groups_text(args.name, args.input, groups))
+    return 0
+
+
 def tag_cells(plan: Any, summary: Any) -> None:
     """Tag every finished run in MLflow with the table cells it fills, so the UI finds runs by table."""
     from .tables import cell_tags
@@ -252,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("spec", nargs="?", help="run spec YAML file, or - for standard input")
     t.add_argument("--out", help="run directory (default: results/runs/<run_id>)")
     g = t.add_argument_group("data")
-    g.add_argument("--dataset", help="cifar10 | fashion-mnist | imagefolder | synthetic")
+    g.add_argument("--dataset", help="cifar10 | cifar100 | fashion-mnist | imagefolder | synthetic")
     g.add_argument("--data-root", help="dataset folder (default per dataset)")
     g.add_argument("--train-size", type=int, help="use the first N training images")
     g.add_argument("--test-size", type=int, help="use the first N test images")
@@ -321,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", help="marker file (default results/<name>/mlflow-summary.tsv)")
     m.set_defaults(func=cmd_mlflow_summary)
     server.add_parser(sub)
+    browse.add_parser(sub)
 
     u = sub.add_parser("clear-stale-locks", help="remove Snakemake's locks left by a killed run",
                        description="Remove Snakemake's locks in a working folder when no Snakemake process "
@@ -335,6 +366,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("src", help="CUB_200_2011 folder, or the Indoor-67 folder with Images/ and the split lists")
     d.add_argument("dst", help="output folder (the config's dataset root)")
     d.set_defaults(func=cmd_prepare)
+
+    n = sub.add_parser("models", help="list the model names a config can use and their default attention groups",
+                       description="List the paper's networks, torchvision's classifiers (tv:NAME) by their default "
+                                   "attention groups, and how to name your own network (package.module:factory); "
+                                   "with a NAME, that network's groups and their sizes on images of --input.")
+    n.add_argument("name", nargs="?", help="a model name, e.g. tv:resnet18, wrn-16-1 or mypkg.nets:small")
+    n.add_argument("--input", type=_image_shape, default=(3, 32, 32), metavar="C,H,W",
+                   help="the images' channels, height and width (default 3,32,32: CIFAR)")
+    n.add_argument("--groups", help="module paths to show instead of the defaults, comma-separated")
+    n.set_defaults(func=cmd_models)
     return p
 
 

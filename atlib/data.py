@@ -1,6 +1,6 @@
 """Datasets as batch sources whose order and augmentation are a pure function of ``(seed, epoch)``.
 
-Small datasets (CIFAR-10, Fashion-MNIST, synthetic) live on the device as one uint8 tensor and are
+Small datasets (CIFAR-10/100, Fashion-MNIST, synthetic) live on the device as one uint8 tensor and are
 augmented a whole batch at a time with tensor ops, so the data pipeline never becomes the bottleneck
 of a small network. Large ones (ImageFolder, e.g. ImageNet) are streamed by a DataLoader. Everything
 that can be wrong with a dataset on disk is found by :func:`load`, before a model is built.
@@ -26,6 +26,9 @@ from .spec import AUGMENTATIONS, ConfigError, DataConfig, DataError
 # Zagoruyko's CIFAR code uses these per-channel statistics (0..255 scale).
 CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 CIFAR_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
+# CIFAR-100's training images' per-channel mean and standard deviation, on the same scale
+CIFAR100_MEAN = (129.3 / 255, 124.1 / 255, 112.4 / 255)
+CIFAR100_STD = (68.2 / 255, 65.4 / 255, 70.4 / 255)
 FMNIST_MEAN = (0.2860,)
 FMNIST_STD = (0.3530,)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -88,8 +91,8 @@ def set_augmentation(source: Source, augment: str) -> None:
         raise ConfigError(f"recipe.augment: {type(source).__name__} takes no augmentation setting")
     if augment == "scale+crop+flip":
         raise ConfigError("recipe.augment: 'scale+crop+flip' rescales an image folder's images and is available "
-                          "for imagefolder datasets only; in-memory datasets (cifar10, fashion-mnist, synthetic) "
-                          "take crop+flip, flip or none")
+                          "for imagefolder datasets only; in-memory datasets (cifar10, cifar100, fashion-mnist, "
+                          "synthetic) take crop+flip, flip or none")
     if augment == "crop+flip":
         return  # the source's own reflect-pad and crop, as built
     source.pad, source.flip = 0, augment == "flip"
@@ -175,22 +178,31 @@ class TensorSource(Source):
             yield self.normalise(self.test_x[start:stop]), self.test_y[start:stop]
 
 
-# --- CIFAR-10 -----------------------------------------------------------------------------------
+# --- CIFAR-10 and CIFAR-100 ---------------------------------------------------------------------
 
-def _cifar10(cfg: DataConfig, root: Path) -> TensorSource:
+# name -> (torchvision class, its folder, classes, mean, std). CIFAR-100's labels are its 100 fine classes
+# (torchvision's targets), not the 20 superclasses.
+CIFARS = {"cifar10": ("CIFAR10", "cifar-10-batches-py", 10, CIFAR_MEAN, CIFAR_STD),
+          "cifar100": ("CIFAR100", "cifar-100-python", 100, CIFAR100_MEAN, CIFAR100_STD)}
+
+
+def _cifar(cfg: DataConfig, root: Path) -> TensorSource:
+    """CIFAR-10 or CIFAR-100 in torchvision's on-disk format (the python version's pickled batches), whose
+    files torchvision checks against their MD5 sums."""
     import torchvision
 
+    kind, folder, classes, mean, std = CIFARS[cfg.name]
+    title = cfg.name.upper().replace("CIFAR", "CIFAR-")
     try:
-        train = torchvision.datasets.CIFAR10(str(root), train=True, download=cfg.download)
-        test = torchvision.datasets.CIFAR10(str(root), train=False, download=cfg.download)
+        train = getattr(torchvision.datasets, kind)(str(root), train=True, download=cfg.download)
+        test = getattr(torchvision.datasets, kind)(str(root), train=False, download=cfg.download)
     except (RuntimeError, OSError) as e:
-        raise DataError(f"CIFAR-10 not found or corrupt in {root} ({e}). Set `download: true` in the dataset "
-                        f"config, or place the python version's cifar-10-batches-py directory in {root}."
-                        ) from e
-    where = root / "cifar-10-batches-py"
+        raise DataError(f"{title} not found or corrupt in {root} ({e}). Set `download: true` in the dataset "
+                        f"config, or place the python version's {folder} directory in {root}.") from e
+    where = root / folder
     xs = [_cifar_images(split.data, where) for split in (train, test)]
-    ys = [_labels(np.asarray(split.targets), 10, where) for split in (train, test)]
-    return _subset(cfg, xs, ys, 10, CIFAR_MEAN, CIFAR_STD, pad=4, where=where)
+    ys = [_labels(np.asarray(split.targets), classes, where) for split in (train, test)]
+    return _subset(cfg, xs, ys, classes, mean, std, pad=4, where=where)
 
 
 def _cifar_images(data: np.ndarray, where: Path) -> Tensor:
@@ -498,10 +510,10 @@ def load(cfg: DataConfig) -> Source:
         return _imagefolder(cfg, root)
     if not root.is_dir() and not cfg.download:
         hint = ("run `apt-get install dataset-fashion-mnist`" if cfg.name == "fashion-mnist"
-                else "place cifar-10-batches-py there")
+                else f"place {CIFARS[cfg.name][1]} there")
         raise DataError(f"{cfg.name}: dataset directory {root} does not exist; {hint}, point `root` at the "
                         f"data, or set `download: true`")
-    return _cifar10(cfg, root) if cfg.name == "cifar10" else _fashion_mnist(cfg, root)
+    return _cifar(cfg, root) if cfg.name in CIFARS else _fashion_mnist(cfg, root)
 
 
 __all__ = ["DataConfig", "DataError", "FolderSource", "Source", "TensorSource", "load", "read_idx"]

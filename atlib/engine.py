@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from . import STARTED, __version__, rundir
 from .data import Source, load, set_augmentation
 from .losses import Objective, Step
-from .models import build_model, num_parameters
+from .models import build_model, num_parameters, without_weight_files
 from .spec import ConfigError, RunSpec, compact_dict
 from .tracking import NullTracker, Tracker, run_name, standard_tags, tracking_uri
 
@@ -150,8 +150,11 @@ def check_teacher(spec: RunSpec, source: Source) -> dict[str, Any]:
         recorded = rundir.read_metrics(folder)
     except ValueError as e:
         raise TeacherError(f"teacher.run_dir: {metrics} is not valid JSON ({e})") from None
-    expected = {"model": ref.model.name, "model_options": ref.model.options, "dataset": spec.dataset.name,
-                "num_classes": source.num_classes, "input_shape": list(source.input_shape)}
+    expected = {"model": ref.model.name, "model_options": _what_it_is(ref.model.options),
+                "dataset": spec.dataset.name, "num_classes": source.num_classes,
+                "input_shape": list(source.input_shape)}
+    if isinstance(recorded.get("model_options"), dict):
+        recorded = {**recorded, "model_options": _what_it_is(recorded["model_options"])}
     for key, want in expected.items():
         if recorded.get(key) != want:
             raise TeacherError(f"teacher: {metrics} records {key} = {recorded.get(key)!r}, "
@@ -167,10 +170,17 @@ def check_teacher(spec: RunSpec, source: Source) -> dict[str, Any]:
     return {"sha256": digest, "run_id": recorded.get("mlflow_run_id"), "test_error": err}
 
 
+def _what_it_is(options: dict[str, Any]) -> dict[str, Any]:
+    """A model's options but its groups: they say where a student reads the network, not what it is, so a teacher
+    trained under other groups (or its defaults) teaches under the ones the student's config names."""
+    return {k: v for k, v in options.items() if k != "groups"}
+
+
 def load_teacher(spec: RunSpec, source: Source, device: torch.device) -> nn.Module:
     assert spec.teacher is not None
+    # its weights are its run's model.pt: a weight file it started from need not be on this machine
     teacher = build_model(spec.teacher.model.name, source.input_shape[0], source.num_classes,
-                          **spec.teacher.model.options)
+                          image_size=source.input_shape[1:], **without_weight_files(spec.teacher.model.options))
     teacher.load_state_dict(rundir.load_state(spec.teacher.run_dir, device))
     return teacher.to(device).eval().requires_grad_(False)
 
@@ -242,7 +252,7 @@ def build_run(spec: RunSpec) -> Run:
 
     seed_everything(spec.seed)  # the student's initial weights, then any adapter's, come from the seed
     student = build_model(spec.model.name, source.input_shape[0], source.num_classes, init=spec.recipe.init,
-                          **spec.model.options)
+                          image_size=source.input_shape[1:], **spec.model.options)
     student = freeze(student, spec.recipe).to(device)
     teacher = load_teacher(spec, source, device) if spec.teacher else None
     set_fp32_math(device, spec.recipe.precision)
@@ -499,6 +509,7 @@ def _train_epoch(objective: Objective, optimizer: torch.optim.Optimizer, source:
            "train_error": 100.0 * float(wrong) / seen, "epoch_seconds": seconds,
            "images_per_second": seen / seconds}
     row |= {f"loss/{k}": float(v) / seen for k, v in term_sums.items()}
-    if spec.method.beta_schedule != "constant" or spec.method.start_epoch:
-        row["beta"] = spec.method.beta_at(progress(epoch, 0, steps, r.epochs)) if transfer else 0.0
+    beta = spec.method.logged_beta(progress(epoch, 0, steps, r.epochs))  # None: a constant weight, or none
+    if beta is not None:
+        row["beta"] = beta if transfer else 0.0
     return row

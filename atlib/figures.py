@@ -32,6 +32,7 @@ from .models import load_run_model
 from .paper import paper_value
 from .plan import Plan, gain_points, planned_figures
 from .rundir import finished
+from .runkey import RunKey
 from .spec import ConfigError, DataConfig, DataError
 from .stats import paired
 from .tables import METRIC_FIELD
@@ -55,7 +56,7 @@ def class_name(dataset: str, index: int) -> str:
 # --- runs of a row ----------------------------------------------------------------------------
 
 def _seed_of(run_id: str) -> int:
-    return int(run_id.rsplit("seed", 1)[1])
+    return RunKey.parse(run_id).seed
 
 
 def row_runs(plan: Plan, table: str, row: str, seed: int) -> dict[str, str | None]:
@@ -291,6 +292,12 @@ def gains(plan: Plan) -> pd.DataFrame:
     return pd.DataFrame(lines, columns=["column", "per_class", "n", "median", "mean", "low", "high"])
 
 
+def _span(n: pd.Series) -> str:
+    """The pairs per point: "5", or "3-5" where budgets differ."""
+    low, high = int(n.min()), int(n.max())
+    return str(low) if low == high else f"{low}-{high}"
+
+
 def build_gains_figure(plan: Plan) -> Figure:
     """Each method's gain over the student (points, positive: the method's error is lower) against the
     student's images per class: the median over seeds as a marker, the paired 95% interval of the mean as a bar."""
@@ -302,7 +309,7 @@ def build_gains_figure(plan: Plan) -> Figure:
         d = data[data["column"] == column].sort_values("per_class")
         x = d["per_class"].to_numpy(float) * (1 + 0.04 * (k - (len(columns) - 1) / 2))  # side by side on a log axis
         bars = ax.errorbar(x, d["median"], yerr=[d["mean"] - d["low"], d["high"] - d["mean"]], fmt="o-",
-                           capsize=3, color=f"C{k % 10}", label=f"{column} (n={int(d['n'].min())}-{int(d['n'].max())})")
+                           capsize=3, color=f"C{k % 10}", label=f"{column} (n={_span(d['n'])})")
         bars.lines[0].set_gid(f"{column}/median")
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xscale("log")

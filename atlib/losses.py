@@ -1,9 +1,10 @@
-"""Distillation losses and the composition of a method's total loss.
+"""The objective: a method's total loss from a batch, and the shapes of loss the methods compose.
 
-Every method is one :class:`Method` (a validated, frozen config), one entry of the registry
-(``atlib.methods``) naming its loss below, and one :class:`Objective` (an ``nn.Module`` that owns the
-method's trainable parts, e.g. F-ActT's 1x1 adapters, and turns a batch into a loss by the entry's
-loss). Neither the engine nor the objective branches on the method name.
+Every method is one module of ``atlib.methods`` (its parameters, whether it needs a teacher or adapters, and its
+loss). :class:`Objective` (an ``nn.Module``) owns the networks and the method's trainable parts (F-ActT's 1x1
+adapters), checks the compared groups, and offers the common shapes of a loss to the methods: the plain
+cross-entropy, a transfer term summed over groups (:func:`_transfer`) and an input-gradient penalty
+(:func:`_gradient`). Neither the engine nor the objective branches on the method name.
 """
 
 from __future__ import annotations
@@ -15,20 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import Form, at_loss, distance, fp32
+from .attention import distance
 from .spec import ConfigError, Method
 
-# --- formulas ---------------------------------------------------------------------------------
-
-def kd_loss(ys: Tensor, yt: Tensor, y: Tensor, T: float, alpha: float) -> Tensor:
-    """alpha * T^2 * KL(softmax(yt/T) || softmax(ys/T)) [batch mean] + (1 - alpha) * CE(ys, y)."""
-    kl = F.kl_div(F.log_softmax(ys / T, 1), F.softmax(yt / T, 1), reduction="batchmean")
-    return alpha * T * T * kl + (1 - alpha) * F.cross_entropy(ys, y)
-
-
-def factt_loss(s: Tensor, t: Tensor, form: Form = "code") -> Tensor:
-    """FitNets-style loss on whole activations, each l2-normalised per sample (same shapes)."""
-    return distance(F.normalize(fp32(s).flatten(1), dim=1) - F.normalize(fp32(t).flatten(1), dim=1), form)
+Term = Callable[[int, Tensor, Tensor], Tensor]  # (position in the compared groups, student's, teacher's) -> loss
 
 
 def input_gradient(model: nn.Module, x: Tensor, y: Tensor, create_graph: bool) -> tuple[Tensor, Tensor]:
@@ -37,10 +28,6 @@ def input_gradient(model: nn.Module, x: Tensor, y: Tensor, create_graph: bool) -
     logits, _ = model(x)
     (j,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x, create_graph=create_graph)
     return logits, j
-
-
-def hflip(x: Tensor) -> Tensor:
-    return x.flip(-1)
 
 
 # --- composition ------------------------------------------------------------------------------
@@ -61,8 +48,7 @@ def _probe(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> li
 
 
 class Objective(nn.Module):
-    """Turns a batch into the method's total loss (its registry entry's loss). Holds F-ActT's trainable
-    1x1 adapters."""
+    """Turns a batch into the method's total loss (``method.loss``). Holds F-ActT's trainable 1x1 adapters."""
 
     def __init__(self, method: Method, student: nn.Module, teacher: nn.Module | None,
                  input_shape: tuple[int, ...], device: torch.device | str = "cpu") -> None:
@@ -70,30 +56,21 @@ class Objective(nn.Module):
         device = torch.device(device)
         if method.needs_teacher and teacher is None:
             raise ConfigError(f"method {method.name!r} needs a teacher, and none is configured")
-        entry = method.definition
         self.method = method
         self.student = student
         self.teacher = teacher
-        self.loss_function = entry.loss_function()
         self.adapters = nn.ModuleList()
         self.groups: tuple[int, ...] = ()
-        if entry.groups:
+        if method.compares_groups:
             s_shapes = _probe(student, input_shape, device)
             t_shapes = _probe(teacher, input_shape, device)
-            if len(s_shapes) != len(t_shapes):
-                raise ConfigError(f"method.groups: student has {len(s_shapes)} groups, "
-                                  f"teacher has {len(t_shapes)}")
-            self.groups = method.groups if method.groups is not None else tuple(range(len(s_shapes)))
-            if max(self.groups) >= len(s_shapes):
-                raise ConfigError(f"method.groups: {list(self.groups)} out of range for "
-                                  f"{len(s_shapes)} groups (indices start at 0)")
+            self.groups = _compared_groups(method, s_shapes, t_shapes)
             for g in self.groups:
                 (cs, *hs), (ct, *ht) = s_shapes[g], t_shapes[g]
-                if hs != ht and (entry.adapters or not method.resize):
+                if hs != ht and method.sizes_must_match():
                     raise ConfigError(f"method.groups: group {g} is {hs} in the student and {ht} in "
-                                      f"the teacher; {method.name} needs equal sizes"
-                                      + ("" if entry.adapters else " (set resize: true)"))
-                if entry.adapters:
+                                      f"the teacher; {method.name} needs equal sizes{method.size_hint}")
+                if method.adapters:
                     self.adapters.append(nn.Conv2d(cs, ct, 1, bias=False) if cs != ct else nn.Identity())
             self.adapters.to(device)
 
@@ -106,76 +83,63 @@ class Objective(nn.Module):
     def forward(self, x: Tensor, y: Tensor, progress: float, transfer: bool = True) -> Step:
         """The loss of one batch at ``progress`` in [0, 1) of training; ``transfer=False`` (before the
         method's start epoch) is the student's plain cross-entropy, without running the teacher."""
-        return self.loss_function(self, x, y, progress) if transfer else baseline_step(self, x, y, progress)
+        return self.method.loss(self, x, y, progress) if transfer else self.cross_entropy(x, y)
+
+    # --- the shapes of loss a method composes (atlib.methods) -----------------------------------
+
+    def cross_entropy(self, x: Tensor, y: Tensor) -> Step:
+        """The student's own cross-entropy."""
+        logits, _ = self.student(x)
+        ce = F.cross_entropy(logits, y)
+        return Step(ce, logits, {"ce": ce.detach()})
+
+    def transfer(self, x: Tensor, y: Tensor, name: str, term: Term | None, weight: float,
+                 kd: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None) -> Step:
+        return _transfer(self, x, y, name, term, weight, kd)
+
+    def gradient_penalty(self, x: Tensor, y: Tensor, difference: Callable[[Tensor], Tensor], weight: float,
+                         form: str) -> Step:
+        return _gradient(self, x, y, difference, weight, form)
+
+    input_gradient = staticmethod(input_gradient)
 
 
-# --- the losses of the registered methods (atlib.methods) --------------------------------------
+def _compared_groups(method: Method, s_shapes: list[torch.Size], t_shapes: list[torch.Size]) -> tuple[int, ...]:
+    """The method's ``groups`` as indices from 0 (-1 is the last); every group for None, or without the parameter."""
+    n = len(s_shapes)
+    if n != len(t_shapes):
+        raise ConfigError(f"method.groups: student has {n} groups, teacher has {len(t_shapes)}")
+    groups = getattr(method, "groups", None)
+    groups = tuple(range(n)) if groups is None else groups
+    if any(not -n <= g < n for g in groups):
+        raise ConfigError(f"method.groups: {list(groups)} out of range for {n} groups (0 is the first, -1 the last)")
+    return tuple(g % n for g in groups)
 
-def baseline_step(obj: Objective, x: Tensor, y: Tensor, progress: float) -> Step:
-    logits, _ = obj.student(x)
-    ce = F.cross_entropy(logits, y)
-    return Step(ce, logits, {"ce": ce.detach()})
 
-
-def _transfer(obj: Objective, x: Tensor, y: Tensor, progress: float, kd: bool, term: str) -> Step:
-    """CE (or KD) + beta(progress) * the sum over groups of the AT (or F-ActT) term."""
-    m = obj.method
+def _transfer(obj: Objective, x: Tensor, y: Tensor, name: str, term: Term | None, weight: float,
+              kd: Callable[[Tensor, Tensor, Tensor], Tensor] | None) -> Step:
+    """CE (or ``kd``'s loss of the student's and teacher's logits) + weight * the sum over the compared groups of
+    ``term``, logged per group as ``name/g<index>``."""
     logits, gs = obj.student(x)
     ce = F.cross_entropy(logits, y)
     terms = {"ce": ce.detach()}
     yt, gt = obj.teacher_outputs(x)
     loss = ce
-    if kd:
-        loss = kd_loss(logits, yt, y, m.T, m.alpha)
+    if kd is not None:
+        loss = kd(logits, yt, y)
         terms["kd"] = loss.detach()
-    beta = m.beta_at(progress)
     for i, g in enumerate(obj.groups):
-        if term == "factt":
-            value = factt_loss(obj.adapters[i](gs[g]), gt[g], m.form)
-        else:
-            value = at_loss(gs[g], gt[g], m.mapping, m.p, m.norm, m.form, m.resize)
-        terms[f"{term}/g{g}"] = value.detach()
-        loss = loss + beta * value
+        assert term is not None, "a method that compares groups gives their term"
+        value = term(i, gs[g], gt[g])
+        terms[f"{name}/g{g}"] = value.detach()
+        loss = loss + weight * value
     return Step(loss, logits, terms)
 
 
-def at_step(obj: Objective, x: Tensor, y: Tensor, progress: float) -> Step:
-    return _transfer(obj, x, y, progress, kd=False, term="at")
-
-
-def factt_step(obj: Objective, x: Tensor, y: Tensor, progress: float) -> Step:
-    return _transfer(obj, x, y, progress, kd=False, term="factt")
-
-
-def kd_step(obj: Objective, x: Tensor, y: Tensor, progress: float) -> Step:
-    return _transfer(obj, x, y, progress, kd=True, term="at")  # no groups: KD alone
-
-
-def at_kd_step(obj: Objective, x: Tensor, y: Tensor, progress: float) -> Step:
-    return _transfer(obj, x, y, progress, kd=True, term="at")
-
-
-def _gradient(obj: Objective, x: Tensor, y: Tensor, difference: Callable[[Tensor], Tensor]) -> Step:
-    """CE + beta * d(difference(J_S)), J_S = dCE/dx of the student, kept in the graph (double backprop)."""
+def _gradient(obj: Objective, x: Tensor, y: Tensor, difference: Callable[[Tensor], Tensor], weight: float,
+              form: str) -> Step:
+    """CE + weight * d(difference(J_S)), J_S = dCE/dx of the student, kept in the graph (double backprop)."""
     logits, js = input_gradient(obj.student, x, y, create_graph=True)
     ce = F.cross_entropy(logits, y)
-    penalty = distance(difference(js).flatten(1), obj.method.form)
-    return Step(ce + obj.method.beta * penalty, logits, {"ce": ce.detach(), "grad": penalty.detach()})
-
-
-def grad_at_step(obj: Objective, x: Tensor, y: Tensor, progress: float) -> Step:
-    """Gradient AT: J_S - J_T."""
-    assert obj.teacher is not None
-    with torch.enable_grad():
-        _, jt = input_gradient(obj.teacher, x, y, create_graph=False)
-    return _gradient(obj, x, y, lambda js: js - jt)
-
-
-def symmetry_step(obj: Objective, x: Tensor, y: Tensor, progress: float) -> Step:
-    """Symmetry norm: J(x) - flip(J(flip x))."""
-    return _gradient(obj, x, y, lambda js: js - hflip(input_gradient(obj.student, hflip(x), y, create_graph=True)[1]))
-
-
-def min_l2_step(obj: Objective, x: Tensor, y: Tensor, progress: float) -> Step:
-    """min-l2 (Drucker & LeCun's double backpropagation): J itself."""
-    return _gradient(obj, x, y, lambda js: js)
+    penalty = distance(difference(js).flatten(1), form)
+    return Step(ce + weight * penalty, logits, {"ce": ce.detach(), "grad": penalty.detach()})

@@ -1,15 +1,15 @@
 """The experiment plan: an experiment config -> every run to train and every table cell to fill.
 
 Pure Python, no Snakemake: the Snakefile asks this module what to build. A run is identified by a
-path that says what it is, so identical runs are planned once whichever tables ask for them:
-
-    {dataset}/{recipe}/{model}/{variant}/seed{s}                           no teacher
-    {dataset}/{recipe}/{model}/{variant}-from-{teacher}-seed{t}/seed{s}     distilled
-
-``variant`` is the method name plus the parameters that differ from the config's defaults for that
-method (e.g. ``at``, ``at-p=1``, ``at-mapping=max-p=1``, ``at-groups=0``). A row's teacher is the
-``baseline`` run of the teacher model, so the WRN-16-2 teacher of one row is the WRN-16-2
+path that says what it is (its key, ``atlib.runkey.RunKey``), so identical runs are planned once whichever
+tables ask for them: ``{dataset}/{recipe}/{model}/{variant}/seed{s}``, with ``-from-{teacher}-seed{t}`` after
+the variant of a distilled student. ``variant`` is the method name plus the parameters that differ from the
+config's defaults for that method (e.g. ``at``, ``at-p=1``, ``at-mapping=max-p=1``, ``at-groups=0``). A row's
+teacher is the ``baseline`` run of the teacher model, so the WRN-16-2 teacher of one row is the WRN-16-2
 baseline student of another.
+
+The plan is built table by table (:func:`_table`), row by row (:func:`_row`), cell by cell (:func:`_cell`),
+each cell's runs by :func:`_run`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import methods, rundir
+from .runkey import TEACHER_VARIANT, RunKey
 from .spec import (
     ConfigError,
     DataConfig,
@@ -35,7 +36,6 @@ from .spec import (
     check_name,
     compact_dict,
     data_dict,
-    method_entry,
 )
 
 TOP_KEYS = {"claims", "name", "results", "seeds", "teacher_seed", "device", "threads", "max_teacher_error",
@@ -230,15 +230,23 @@ def _teacher_seed(value: Any, where: str) -> str | int:
     return value
 
 
-SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = Path(__file__).with_name("config.schema.yaml")  # package data: a wheel plans as a checkout does
 
 
-def validate_config(config: Mapping[str, Any], schema: Path = SCHEMA) -> None:
-    """Check ``config`` against the JSON schema; the most relevant violation becomes one ConfigError line."""
-    import jsonschema
+def schema() -> dict[str, Any]:
+    """The config schema, with the method names of the registry (atlib.methods) filled in."""
     import yaml
 
-    validator = jsonschema.Draft202012Validator(yaml.safe_load(schema.read_text()))
+    loaded = yaml.safe_load(SCHEMA.read_text())
+    loaded["$defs"]["method_name"]["enum"] = list(methods.names())
+    return loaded
+
+
+def validate_config(config: Mapping[str, Any]) -> None:
+    """Check ``config`` against the JSON schema; the most relevant violation becomes one ConfigError line."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema())
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
@@ -278,6 +286,7 @@ def missing_data(plan: Plan) -> list[str]:
         if not path.is_dir():
             hint = {"fashion-mnist": "apt-get install dataset-fashion-mnist, or set its root",
                     "cifar10": "put cifar-10-batches-py there, or set download: true",
+                    "cifar100": "put cifar-100-python there, or set download: true",
                     "imagefolder": "a folder with train/ and val/ class folders"}[cfg.name]
             problems.append(f"dataset {cfg.name!r}: root {path} does not exist ({hint})")
     return problems
@@ -298,6 +307,41 @@ def set_aside_broken_runs(plan: Plan) -> list[str]:
     return warnings
 
 
+@dataclass(frozen=True)
+class _Shared:
+    """What every table of a config shares, checked once."""
+
+    datasets: dict[str, DataConfig]
+    recipes: dict[str, Recipe]
+    method_defaults: dict[str, Any]  # the config's ``methods``: method name -> parameters
+    defaults_of: dict[str, Method]  # each method with the config's defaults: a variant names what differs
+    seeds: list[int]
+    config: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class _Row:
+    """A table row, resolved: where its students and teacher learn, and what."""
+
+    table: str
+    index: int
+    label: str
+    dataset: str
+    recipe: str
+    teacher_dataset: str
+    teacher_recipe: str
+    teacher_seed: str | int  # "same", or the one teacher seed of every student
+    methods: dict[str, Any]  # method defaults for this row
+    student: ModelSpec
+    teacher: ModelSpec | None
+    seeds: list[int]
+    gate: float | None  # max_teacher_error
+
+    @property
+    def where(self) -> str:
+        return f"tables.{self.table}.rows[{self.index}]"
+
+
 def build_plan(config: Mapping[str, Any]) -> Plan:
     """Every run and every table cell of ``config``; any bad value is a ConfigError naming its key."""
     if not isinstance(config, Mapping):
@@ -312,127 +356,145 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
             check_name(name, f"{key}.{name}")
     plan.threads = config.get("threads") or 1
     plan.resources = {**RESOURCES, **(config.get("resources") or {})}
+    shared = _shared(config)
+    for name, table in config["tables"].items():
+        _table(plan, shared, name, table)
+    plan.claims = _claims(config.get("claims"), plan.tables)
+    return plan
+
+
+def _shared(config: Mapping[str, Any]) -> _Shared:
     seeds = _seeds(config.get("seeds", [0]), "seeds")
     _teacher_seed(config.get("teacher_seed", "same"), "teacher_seed")
     datasets = {k: DataConfig.from_config(v, f"datasets.{k}") for k, v in config["datasets"].items()}
-    recipes_cfg = dict(config.get("recipes") or {})
-    recipes = {k: Recipe.from_config(v or {}, f"recipes.{k}") for k, v in recipes_cfg.items()}
+    recipes = {k: Recipe.from_config(v or {}, f"recipes.{k}") for k, v in (config.get("recipes") or {}).items()}
     recipes.setdefault("paper", Recipe())
     method_defaults = dict(config.get("methods") or {})
     for name, params in method_defaults.items():
-        method_entry(name, f"methods.{name}")
+        methods.lookup(name, f"methods.{name}")
         Method.from_config({"name": name, **(params or {})}, f"methods.{name}")
     defaults_of = {n: Method.from_config({"name": n, **(method_defaults.get(n) or {})}) for n in methods.names()}
-    common = {"device": config.get("device", "auto"), "threads": config.get("threads")}
-    tracking_store = (config.get("tracking") or {}).get("store") or f"{plan.results}/mlflow.db"
+    return _Shared(datasets, recipes, method_defaults, defaults_of, seeds, config)
 
-    def lookup(table: Mapping[str, Any], row: Mapping[str, Any], key: str, options: Mapping[str, Any],
-               where: str) -> tuple[str, Any]:
-        name = row.get(key, table.get(key))
-        if name is None:
-            raise ConfigError(f"{where}.{key}: missing (set it on the table or the row)")
-        if name not in options:
-            raise ConfigError(f"{where}.{key}: {name!r} is not defined; defined: {', '.join(options)}")
-        return name, options[name]
 
-    def add_run(ds: str, rc: str, model: ModelSpec, method: Method, seed: int,
-                teacher: tuple[str, ModelSpec] | None, gate: float | None) -> str:
-        variant = variant_slug(method, defaults_of[method.name])
-        if teacher is not None:
-            teacher_id, teacher_model = teacher
-            t_ds, t_rc, *_, t_seed = teacher_id.split("/")
-            # a teacher trained on other data or with another recipe says so: ...-from-MODEL@DATA@RECIPE-seedT
-            origin = f"@{t_ds}@{t_rc}" if (t_ds, t_rc) != (ds, rc) else ""
-            variant = f"{variant}-from-{teacher_model.slug}{origin}-{t_seed}"
-        run_id = f"{ds}/{rc}/{model.slug}/{variant}/seed{seed}"
-        spec = {
-            "run_id": run_id, "dataset": run_data_dict(datasets[ds], seed),
-            "model": dataclasses.asdict(model), "method": method.params(),
-            "recipe": dataclasses.asdict(recipes[rc]), "seed": seed, **common,
-            "tracking": {"experiment": ds, "store": tracking_store,
-                         "tags": {"recipe": rc, "variant": variant.split("-from-")[0]}},
-        }
-        if teacher is not None:
-            spec["teacher"] = {"run_dir": plan.run_dir(teacher[0]), "model": dataclasses.asdict(teacher[1]),
-                               "max_error": gate}
-            plan.teacher_of[run_id] = teacher[0]
-        spec = compact_dict(RunSpec.from_dict(spec))  # every planned run is a valid run spec
-        if run_id in plan.runs and plan.runs[run_id] != spec:
-            raise ConfigError(f"run {run_id} is planned twice with different settings (e.g. a different "
-                              "max_teacher_error); make them agree")
-        plan.runs[run_id] = spec
-        return run_id
+def _lookup(table: Mapping[str, Any], row: Mapping[str, Any], key: str, options: Mapping[str, Any],
+            where: str) -> str:
+    """The name ``key`` gives on the row or else the table, which must be one of ``options``."""
+    name = row.get(key, table.get(key))
+    if name is None:
+        raise ConfigError(f"{where}.{key}: missing (set it on the table or the row)")
+    if name not in options:
+        raise ConfigError(f"{where}.{key}: {name!r} is not defined; defined: {', '.join(options)}")
+    return name
 
-    for t_name, table in config["tables"].items():
-        where = f"tables.{t_name}"
-        if not isinstance(table, Mapping):
-            raise ConfigError(f"{where}: expected a mapping")
-        check_keys(table, TABLE_KEYS, where)
-        columns = _columns(table.get("columns"), f"{where}.columns")
-        t_seeds = _seeds(table["seeds"], f"{where}.seeds") if "seeds" in table else seeds
-        gate = table.get("max_teacher_error", config.get("max_teacher_error"))
-        t_policy = {k: table[k] for k in TEACHER_KEYS if k in table}
-        rows = table.get("rows")
-        if not rows:
-            raise ConfigError(f"{where}.rows: expected a non-empty list of rows")
-        row_labels = []
-        for i, row in enumerate(rows):
-            rwhere = f"{where}.rows[{i}]"
-            check_keys(row, ROW_KEYS, rwhere)
-            ds, _ = lookup(table, row, "dataset", datasets, rwhere)
-            rc, _ = lookup(table, row, "recipe", recipes, rwhere)
-            policy = {**t_policy, **{k: row[k] for k in TEACHER_KEYS if k in row}}
-            t_ds = lookup(policy, {}, "teacher_dataset", datasets, rwhere)[0] if "teacher_dataset" in policy else ds
-            t_rc = lookup(policy, {}, "teacher_recipe", recipes, rwhere)[0] if "teacher_recipe" in policy else rc
-            row_teacher_seed = _teacher_seed(policy.get("teacher_seed", config.get("teacher_seed", "same")),
-                                             f"{rwhere}.teacher_seed")
-            row_methods = dict(method_defaults)
-            for name, params in (row.get("methods") or {}).items():
-                method_entry(name, f"{rwhere}.methods.{name}")
-                row_methods[name] = {**(row_methods.get(name) or {}), **(params or {})}
-            if "student" not in row:
-                raise ConfigError(f"{rwhere}.student: missing")
-            student = ModelSpec.from_config(row["student"], f"{rwhere}.student")
-            teacher = ModelSpec.from_config(row["teacher"], f"{rwhere}.teacher") if row.get("teacher") else None
-            label = str(row.get("label") or (f"{student.slug} <- {teacher.slug}" if teacher else student.slug))
-            check_label(label, f"{rwhere}.label")
-            row_labels.append(label)
-            baseline = defaults_of["baseline"]
-            teacher_seeds = t_seeds if row_teacher_seed == "same" else [row_teacher_seed]
-            for col in columns:
-                cwhere = f"{where}.columns.{col.label}"
-                if col.label == "teacher":
-                    if teacher is None:
-                        raise ConfigError(f"{rwhere}.teacher: missing, and the table has a teacher column")
-                    runs = [add_run(t_ds, t_rc, teacher, baseline, ts, None, None) for ts in teacher_seeds]
-                elif col.label == "student":
-                    runs = [add_run(ds, rc, student, baseline, s, None, None) for s in t_seeds]
-                else:
-                    method = _method(col.method, row_methods, cwhere)
-                    c_student = ModelSpec.from_config(col.student, f"{cwhere}.student") if col.student else student
-                    c_teacher = ModelSpec.from_config(col.teacher, f"{cwhere}.teacher") if col.teacher else teacher
-                    if method.needs_teacher and c_teacher is None:
-                        raise ConfigError(f"{rwhere}.teacher: column {col.label!r} ({method.name}) needs a teacher")
-                    runs = []
-                    for s in t_seeds:
-                        t_ref = None
-                        if method.needs_teacher:
-                            ts = s if row_teacher_seed == "same" else row_teacher_seed
-                            t_ref = (add_run(t_ds, t_rc, c_teacher, baseline, ts, None, None), c_teacher)
-                        runs.append(add_run(ds, rc, c_student, method, s, t_ref, gate))
-                plan.cells.append(Cell(t_name, label, col.label, runs))
-        if len(set(row_labels)) != len(row_labels):
-            raise ConfigError(f"{where}.rows: duplicate row labels {row_labels}")
-        plan.tables[t_name] = {
-            "title": table.get("title", t_name), "paper": table.get("paper"),
-            "columns": [c.label for c in columns], "rows": row_labels,
-            "paper_rows": [r.get("paper_row", lbl) for r, lbl in zip(rows, row_labels, strict=True)],
-            "metrics": table.get("metrics", ["top1"]),
-            # images per class of each row's students (the few-shot curve's x), None for a first-N subset
-            "per_class": [datasets[lookup(table, r, "dataset", datasets, where)[0]].per_class for r in rows],
-        }
-    plan.claims = _claims(config.get("claims"), plan.tables)
-    return plan
+
+def _table(plan: Plan, shared: _Shared, name: str, table: Any) -> None:
+    """The cells of one table, row by row, and its layout."""
+    where = f"tables.{name}"
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: expected a mapping")
+    check_keys(table, TABLE_KEYS, where)
+    columns = _columns(table.get("columns"), f"{where}.columns")
+    seeds = _seeds(table["seeds"], f"{where}.seeds") if "seeds" in table else shared.seeds
+    gate = table.get("max_teacher_error", shared.config.get("max_teacher_error"))
+    rows = table.get("rows")
+    if not rows:
+        raise ConfigError(f"{where}.rows: expected a non-empty list of rows")
+    resolved = []
+    for i, row in enumerate(rows):
+        resolved.append(r := _row(shared, name, table, i, row, seeds, gate))
+        for col in columns:
+            plan.cells.append(Cell(name, r.label, col.label, [str(k) for k in _cell(plan, shared, r, col)]))
+    labels = [r.label for r in resolved]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{where}.rows: duplicate row labels {labels}")
+    plan.tables[name] = {
+        "title": table.get("title", name), "paper": table.get("paper"),
+        "columns": [c.label for c in columns], "rows": labels,
+        "paper_rows": [r.get("paper_row", lbl) for r, lbl in zip(rows, labels, strict=True)],
+        "metrics": table.get("metrics", ["top1"]),
+        # images per class of each row's students (the few-shot curve's x), None for a first-N subset
+        "per_class": [shared.datasets[r.dataset].per_class for r in resolved],
+    }
+
+
+def _row(shared: _Shared, table_name: str, table: Mapping[str, Any], index: int, row: Any, seeds: list[int],
+         gate: float | None) -> _Row:
+    """A row with its table's settings and the config's defaults resolved."""
+    where = f"tables.{table_name}.rows[{index}]"
+    check_keys(row, ROW_KEYS, where)
+    datasets, recipes = shared.datasets, shared.recipes
+    ds, rc = _lookup(table, row, "dataset", datasets, where), _lookup(table, row, "recipe", recipes, where)
+    policy = {**{k: table[k] for k in TEACHER_KEYS if k in table}, **{k: row[k] for k in TEACHER_KEYS if k in row}}
+    t_ds = _lookup(policy, {}, "teacher_dataset", datasets, where) if "teacher_dataset" in policy else ds
+    t_rc = _lookup(policy, {}, "teacher_recipe", recipes, where) if "teacher_recipe" in policy else rc
+    teacher_seed = _teacher_seed(policy.get("teacher_seed", shared.config.get("teacher_seed", "same")),
+                                 f"{where}.teacher_seed")
+    row_methods = dict(shared.method_defaults)
+    for name, params in (row.get("methods") or {}).items():
+        methods.lookup(name, f"{where}.methods.{name}")
+        row_methods[name] = {**(row_methods.get(name) or {}), **(params or {})}
+    if "student" not in row:
+        raise ConfigError(f"{where}.student: missing")
+    student = ModelSpec.from_config(row["student"], f"{where}.student")
+    teacher = ModelSpec.from_config(row["teacher"], f"{where}.teacher") if row.get("teacher") else None
+    label = str(row.get("label") or (f"{student.slug} <- {teacher.slug}" if teacher else student.slug))
+    check_label(label, f"{where}.label")
+    return _Row(table_name, index, label, ds, rc, t_ds, t_rc, teacher_seed, row_methods, student, teacher, seeds,
+                gate)
+
+
+def _cell(plan: Plan, shared: _Shared, row: _Row, col: Column) -> list[RunKey]:
+    """The runs of one cell, one per seed (a student's teacher planned before it)."""
+    baseline = shared.defaults_of[TEACHER_VARIANT]
+    if col.label == "teacher":
+        if row.teacher is None:
+            raise ConfigError(f"{row.where}.teacher: missing, and the table has a teacher column")
+        seeds = row.seeds if row.teacher_seed == "same" else [row.teacher_seed]
+        return [_run(plan, shared, row.teacher_dataset, row.teacher_recipe, row.teacher, baseline, s)
+                for s in seeds]
+    if col.label == "student":
+        return [_run(plan, shared, row.dataset, row.recipe, row.student, baseline, s) for s in row.seeds]
+    where = f"tables.{row.table}.columns.{col.label}"
+    method = _method(col.method, row.methods, where)
+    student = ModelSpec.from_config(col.student, f"{where}.student") if col.student else row.student
+    teacher = ModelSpec.from_config(col.teacher, f"{where}.teacher") if col.teacher else row.teacher
+    if not method.needs_teacher:
+        return [_run(plan, shared, row.dataset, row.recipe, student, method, s) for s in row.seeds]
+    if teacher is None:
+        raise ConfigError(f"{row.where}.teacher: column {col.label!r} ({method.name}) needs a teacher")
+    keys = []
+    for s in row.seeds:
+        t_seed = s if row.teacher_seed == "same" else row.teacher_seed
+        t_key = _run(plan, shared, row.teacher_dataset, row.teacher_recipe, teacher, baseline, t_seed)
+        keys.append(_run(plan, shared, row.dataset, row.recipe, student, method, s, (t_key, teacher), row.gate))
+    return keys
+
+
+def _run(plan: Plan, shared: _Shared, ds: str, rc: str, model: ModelSpec, method: Method, seed: int,
+         teacher: tuple[RunKey, ModelSpec] | None = None, gate: float | None = None) -> RunKey:
+    """Plan one run (once, whichever cells ask for it): its key and its run spec."""
+    variant = variant_slug(method, shared.defaults_of[method.name])
+    key = RunKey(ds, rc, model.slug, variant, teacher[0] if teacher else None, seed)
+    config, run_id = shared.config, str(key)
+    store = (config.get("tracking") or {}).get("store") or f"{plan.results}/mlflow.db"
+    spec = {
+        "run_id": run_id, "dataset": run_data_dict(shared.datasets[ds], seed),
+        "model": dataclasses.asdict(model), "method": method.params(),
+        "recipe": dataclasses.asdict(shared.recipes[rc]), "seed": seed,
+        "device": config.get("device", "auto"), "threads": config.get("threads"),
+        "tracking": {"experiment": ds, "store": store, "tags": {"recipe": rc, "variant": variant}},
+    }
+    if teacher is not None:
+        t_id = str(teacher[0])
+        spec["teacher"] = {"run_dir": plan.run_dir(t_id), "model": dataclasses.asdict(teacher[1]), "max_error": gate}
+        plan.teacher_of[run_id] = t_id
+    spec = compact_dict(RunSpec.from_dict(spec))  # every planned run is a valid run spec
+    if run_id in plan.runs and plan.runs[run_id] != spec:
+        raise ConfigError(f"run {run_id} is planned twice with different settings (e.g. a different "
+                          "max_teacher_error); make them agree")
+    plan.runs[run_id] = spec
+    return key
 
 
 # --- figure files (known from the plan alone, so Snakemake can declare them) -------------------

@@ -19,6 +19,7 @@ from tabulate import tabulate
 
 from .plan import ClaimRef, Plan, planned_figures
 from .rundir import atomic_write_text
+from .runkey import RunKey
 from .stats import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Paired, holm, paired
 
 TOO_SHORT = "too short to judge"
@@ -94,8 +95,8 @@ def _errors(cell: pd.Series) -> dict[int, float]:
 
 
 def _planned_seeds(cell: pd.Series) -> list[int]:
-    """The seeds of a cell's planned runs, from their ids (``.../seed3``)."""
-    return [int(r.rsplit("/seed", 1)[1]) for r in _words(cell, "runs") if "/seed" in r]
+    """The seeds of a cell's planned runs, from their ids."""
+    return [RunKey.parse(r).seed for r in _words(cell, "runs")]
 
 
 def compare(better: pd.Series, worse: pd.Series) -> Paired:

@@ -9,6 +9,7 @@ rewrite every run: the server then requires logins (MLflow's basic-auth app), un
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import secrets
 import signal
@@ -18,8 +19,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from .tracking import ARTIFACTS, DEFAULT_STORE
 
@@ -56,18 +59,77 @@ def allowed_hosts(host: str) -> str:
     return ",".join([*sorted(p for n in names for p in (n, f"{n}:*")), *PRIVATE_NETS])
 
 
-def wait_ready(proc: subprocess.Popen, url: str, seconds: float = READY_SECONDS) -> bool:
-    """Poll the server's /health until it answers; False if it exits or takes longer than ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and proc.poll() is None:
+class ServerError(RuntimeError):
+    """The server exited before it answered (``code``; ``in_use`` when its port is taken), or never answered."""
+
+    def __init__(self, message: str, code: int | None = None, in_use: bool = False) -> None:
+        super().__init__(message)
+        self.code, self.in_use = code, in_use
+
+
+def listening_port(proc: subprocess.Popen) -> int | None:
+    """The TCP port that ``proc`` or a process it started listens on: the one the system chose for port 0."""
+    import psutil
+
+    try:
+        family = [psutil.Process(proc.pid)]
+        family += family[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        return None
+    for member in family:
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return True
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.3)
+            sockets = member.net_connections(kind="tcp")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        for sock in sockets:
+            if sock.status == psutil.CONN_LISTEN:
+                return sock.laddr.port
+    return None
+
+
+def _taken(host: str, port: int) -> bool:
+    """Whether something else listens on ``host:port`` (asked once the server has failed, never to pick a port)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            return e.errno == errno.EADDRINUSE
     return False
+
+
+def wait_ready(proc: subprocess.Popen, host: str, port: int, seconds: float = READY_SECONDS) -> int:
+    """The port of a server started on ``port`` (0: any), once its /health answers. ServerError if it exits first
+    or answers nothing for ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if (code := proc.poll()) is not None:
+            in_use = port != 0 and _taken(host if host not in WILDCARD else "127.0.0.1", port)
+            raise ServerError(f"exited with code {code}" + (f": port {port} is taken" if in_use else ""), code, in_use)
+        found = port or listening_port(proc)
+        if found:
+            try:
+                url = url_of("127.0.0.1" if host in WILDCARD else host, found)
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return found
+            except (urllib.error.URLError, OSError):
+                pass
+        time.sleep(0.2)
+    raise ServerError(f"did not answer in {seconds:.0f} s")
+
+
+def start(host: str, port: int, store_path: Path, artifacts_path: Path, extra: Sequence[str] = (),
+          env: Mapping[str, str] | None = None, **popen: Any) -> tuple[subprocess.Popen, int]:
+    """``mlflow server`` (:func:`command`, plus ``extra`` options) in a process group of its own, and its port
+    once it answers: ``port`` 0 lets the system choose a free one, so that none is picked and then raced for.
+    ServerError, with the server stopped, when it does not come up."""
+    cmd, server_env = command(host, port, store_path, artifacts_path)
+    proc = subprocess.Popen([*cmd, *extra], env=server_env | dict(env or {}), start_new_session=True, **popen)
+    try:
+        return proc, wait_ready(proc, host, port)
+    except BaseException:
+        stop_group(proc)
+        raise
 
 
 def stop_group(proc: subprocess.Popen) -> None:
@@ -121,33 +183,33 @@ def serve(host: str = "127.0.0.1", port: int = 5000, store: str = DEFAULT_STORE,
         return 2
     store_path, artifacts_path = Path(store).resolve(), Path(artifacts).resolve()
     store_path.parent.mkdir(parents=True, exist_ok=True)
-    cmd, env = command(host, port, store_path, artifacts_path)
+    extra: list[str] = []
+    env: dict[str, str] = {}
     if host not in LOOPBACK:
-        cmd += ["--allowed-hosts", allowed_hosts(host)]
+        extra += ["--allowed-hosts", allowed_hosts(host)]
     login = ""
     if auth:
-        cmd += ["--app-name", "basic-auth"]
-        if "MLFLOW_AUTH_CONFIG_PATH" not in env:  # a basic-auth .ini of the user's own is used as it is
+        extra += ["--app-name", "basic-auth"]
+        if "MLFLOW_AUTH_CONFIG_PATH" not in os.environ:  # a basic-auth .ini of the user's own is used as it is
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config(store_path))
         # the key of the UI's forms' CSRF tokens: one process (--workers 1), so a fresh one per start will do
-        env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
-        if env.get("MLFLOW_AUTH_ADMIN_PASSWORD"):  # else the admin is whoever the user's .ini names
-            user = env.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin"
+        if "MLFLOW_FLASK_SERVER_SECRET_KEY" not in os.environ:
+            env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = secrets.token_hex(32)
+        if os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"):  # else the admin is whoever the user's .ini names
+            user = os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin"
             login = f' MLFLOW_TRACKING_USERNAME={user} MLFLOW_TRACKING_PASSWORD="$MLFLOW_AUTH_ADMIN_PASSWORD"'
-    url = url_of(public_name(host), port)
-    local_url = url_of("127.0.0.1" if host in WILDCARD else host, port)
     previous = signal.signal(signal.SIGTERM, _interrupt)
-    # its own session: the server's log goes to our stderr, and stopping its group ends its workers too
-    proc = subprocess.Popen(cmd, env=env, stdout=2, stderr=2, start_new_session=True)
+    proc = None
     try:
-        if not wait_ready(proc, local_url):
-            code = proc.poll()
-            reason = f"exited with code {code}" if code is not None else f"did not answer in {READY_SECONDS:.0f} s"
-            print(f"atlib: mlflow server {reason} (see its messages above)", file=sys.stderr)
-            return code or 1
+        try:  # its own session: the server's log goes to our stderr, and stopping its group ends its workers too
+            proc, port = start(host, port, store_path, artifacts_path, extra, env, stdout=2, stderr=2)
+        except ServerError as e:
+            print(f"atlib: mlflow server {e} (see its messages above)", file=sys.stderr)
+            return e.code or 1
+        url = url_of(public_name(host), port)
         print(f"MLflow server on {url}: store {store_path}, artifacts {artifacts_path}"
               f"{', logins required' if auth else ''}. Ctrl-C stops it.")
-        print("Point the jobs (and `mlflow ui` users) at it, in the shell that runs snakemake"
+        print("Point the jobs (and `atlib browse`) at it, in the shell that runs snakemake"
               + ("; every job logs in, as the admin or as a user the admin created:" if auth else ":"))
         print(f"export MLFLOW_TRACKING_URI={url}{login}", flush=True)
         code = proc.wait()  # returns only if the server dies
@@ -156,7 +218,8 @@ def serve(host: str = "127.0.0.1", port: int = 5000, store: str = DEFAULT_STORE,
     except KeyboardInterrupt:
         return 0
     finally:
-        stop_group(proc)
+        if proc is not None:
+            stop_group(proc)
         signal.signal(signal.SIGTERM, previous)
 
 
@@ -173,7 +236,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "MLFLOW_TRACKING_URI to export before running snakemake, so that every job logs through it.")
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to listen on (default 127.0.0.1; 0.0.0.0 for jobs on other machines)")
-    p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    p.add_argument("--port", type=int, default=5000, help="port (default 5000; 0: a free one, printed)")
     p.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite file (default {DEFAULT_STORE})")
     p.add_argument("--artifacts", default=ARTIFACTS,
                    help=f"folder for artifacts uploaded through the server (default {ARTIFACTS})")

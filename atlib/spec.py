@@ -16,22 +16,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from . import methods
+from .errors import ConfigError
+from .methods import Method
 
 DEVICES = ("auto", "cpu", "cuda")
 # crop+flip: the dataset's standard crop (CIFAR/Fashion-MNIST: reflect-pad 4 and crop; an image folder: ImageNet's
 # random-resized crop); scale+crop+flip (image folders): shorter side to 256/224 of image_size, random crop
 # (the paper's CUB/Scenes recipe); flip: flips only (Table 3); none.
 AUGMENTATIONS = ("crop+flip", "scale+crop+flip", "flip", "none")
-MAPPINGS: tuple[str, ...] = ("sum", "max")
-NORMS: tuple[str, ...] = ("l2", "l1")
-FORMS: tuple[str, ...] = ("code", "paper")
-
-
-class ConfigError(ValueError):
-    """A bad value in a config, reported before any compute is spent."""
-
-
 # Names that become parts of run ids, hence of paths under results/ and of MLflow searches: no separators,
 # no "..", no quotes, no spaces. The schema's propertyNames patterns say the same.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
@@ -63,121 +55,19 @@ def check_run_id(value: Any, where: str = "run_id") -> str:
     return str(value)
 
 
-# --- methods ----------------------------------------------------------------------------------
-
-BETA_SCHEDULES: tuple[str, ...] = ("constant", "linear", "step")
-
-
-def method_entry(name: Any, where: str) -> methods.MethodDef:
-    """The registry entry of a method name; an unknown name is a ConfigError naming the key ``where``."""
-    entry = methods.get(name)
-    if entry is None:
-        raise ConfigError(f"{where}: unknown method {name!r}; expected one of {', '.join(methods.names())}")
-    return entry
-BETA_STEPS = (0.3, 0.6, 0.8)  # the "step" schedule: beta x BETA_GAMMA at these fractions of training
-BETA_GAMMA = 0.2
-
-
-@dataclass(frozen=True)
-class Method:
-    """A training method and its parameters; the defaults are the paper's."""
-
-    name: str = "baseline"
-    beta: float = 1e3
-    mapping: str = "sum"
-    p: float = 2.0
-    norm: str = "l2"
-    groups: tuple[int, ...] | None = None  # None: every group of the student
-    form: str = "code"
-    resize: bool = True
-    beta_schedule: str = "constant"  # a method's registry entry may default to "linear" (F-ActT, AT+KD)
-    # the 1-based epoch from which the transfer loss is added (Table 5), counted as the learning-rate milestones
-    # are: start_epoch 60 and a drop at epoch 60 act from the same step; 0 and 1: from the start
-    start_epoch: int = 0
-    T: float = 4.0
-    alpha: float = 0.9
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any] | str, where: str = "method") -> Method:
-        """Build from ``{"name": ..., **params}``; an unknown method, parameter or value is a ConfigError."""
-        cfg = {"name": cfg} if isinstance(cfg, str) else dict(cfg)
-        name = cfg.pop("name", None)
-        entry = method_entry(name, f"{where}.name")
-        cfg = {**entry.defaults, **cfg}
-        unknown = set(cfg) - entry.parameters
-        if unknown:
-            allowed = ", ".join(sorted(entry.parameters)) or "none"
-            raise ConfigError(f"{where}: method {name!r} takes no parameter(s) {', '.join(sorted(unknown))}; "
-                              f"its parameters are: {allowed}")
-        if "groups" in cfg and cfg["groups"] is not None:
-            cfg["groups"] = tuple(int(g) for g in cfg["groups"])
-        method = cls(name=name, **cfg)
-        method.check(where)
-        return method
-
-    def check(self, where: str = "method") -> None:
-        def bad(key: str, expected: str) -> ConfigError:
-            return ConfigError(f"{where}.{key}: expected {expected}, got {getattr(self, key)!r}")
-
-        if not self.beta >= 0:
-            raise bad("beta", "a number >= 0")
-        if self.mapping not in MAPPINGS:
-            raise bad("mapping", f"one of {', '.join(MAPPINGS)}")
-        if not self.p > 0:
-            raise bad("p", "a number > 0")
-        if self.norm not in NORMS:
-            raise bad("norm", f"one of {', '.join(NORMS)}")
-        if self.form not in FORMS:
-            raise bad("form", f"one of {', '.join(FORMS)}")
-        if self.beta_schedule not in BETA_SCHEDULES:
-            raise bad("beta_schedule", f"one of {', '.join(BETA_SCHEDULES)}")
-        if not self.T > 0:
-            raise bad("T", "a temperature > 0")
-        if not 0 <= self.alpha <= 1:
-            raise bad("alpha", "a weight in [0, 1]")
-        if self.groups is not None and (not self.groups or min(self.groups) < 0):
-            raise bad("groups", "a non-empty list of group indices >= 0")
-        if not _is_int(self.start_epoch, 0):
-            raise bad("start_epoch", "an integer >= 0")
-
-    @property
-    def definition(self) -> methods.MethodDef:
-        return methods.REGISTRY[self.name]
-
-    @property
-    def needs_teacher(self) -> bool:
-        return self.definition.needs_teacher
-
-    def params(self) -> dict[str, Any]:
-        """The parameters this method uses, for logging."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k in self.definition.parameters | {"name"}}
-
-    def transfers(self, epoch: int) -> bool:
-        """Whether the transfer loss is on in (0-based) ``epoch``: from 1-based epoch ``start_epoch`` on, as
-        :meth:`Recipe.drops` counts a milestone; before it the loss is the plain CE."""
-        return epoch + 1 >= self.start_epoch
-
-    def beta_at(self, progress: float) -> float:
-        """beta at ``progress`` in [0, 1] of training (0 on the first batch, 1 on the last)."""
-        if self.beta_schedule == "linear":
-            return self.beta * (1.0 - progress)
-        if self.beta_schedule == "step":
-            return self.beta * BETA_GAMMA ** sum(progress >= m for m in BETA_STEPS)
-        return self.beta
-
-
-
 # --- datasets ---------------------------------------------------------------------------------
 
-NAMES: tuple[str, ...] = ("cifar10", "fashion-mnist", "imagefolder", "synthetic")
+NAMES: tuple[str, ...] = ("cifar10", "cifar100", "fashion-mnist", "imagefolder", "synthetic")
 DEFAULT_ROOTS: dict[str, str] = {
     "fashion-mnist": "/usr/share/datasets/fashion-mnist",  # Debian's dataset-fashion-mnist
     "cifar10": "data/cifar10",
+    "cifar100": "data/cifar100",
 }
 
 _COMMON = {"name", "train_size", "test_size", "per_class", "subset_seed"}
 KEYS: dict[str, frozenset[str]] = {
     "cifar10": frozenset(_COMMON | {"root", "download"}),
+    "cifar100": frozenset(_COMMON | {"root", "download"}),
     "fashion-mnist": frozenset(_COMMON | {"root", "download"}),
     "imagefolder": frozenset(_COMMON | {"root", "image_size"}),
     "synthetic": frozenset(_COMMON | {"num_classes", "channels", "size",
@@ -243,8 +133,8 @@ class DataConfig:
             raise ConfigError(f"{where}.root: required for imagefolder (a directory with train/ and val/)")
         if not isinstance(self.download, bool):
             raise bad("download", "true or false")
-        if self.download and self.name not in ("cifar10", "fashion-mnist"):
-            raise bad("download", "false: only cifar10 and fashion-mnist can be downloaded")
+        if self.download and self.name not in ("cifar10", "cifar100", "fashion-mnist"):
+            raise bad("download", "false: only cifar10, cifar100 and fashion-mnist can be downloaded")
         for key in ("train_size", "test_size", "per_class"):
             if getattr(self, key) is not None and not _is_int(getattr(self, key), 1):
                 raise bad(key, "an integer >= 1 or null (all)")
@@ -276,8 +166,17 @@ def _is_int(value: Any, low: int) -> bool:
 # --- model names ------------------------------------------------------------------------------
 
 KNOWN = ("wrn-<depth>-<width> (depth = 6n+4, e.g. wrn-16-1, wrn-16-2, wrn-40-1, wrn-40-2)",
-         "nin-wide", "nin-thin", "resnet-18", "resnet-34")
-OPTIONS = {"wrn": set(), "nin": {"batchnorm", "relu_before_pool", "group_outputs"}, "resnet": {"pretrained"}}
+         "nin-wide", "nin-thin", "resnet-18", "resnet-34",
+         "tv:<torchvision classifier> (e.g. tv:resnet50, tv:mobilenet_v3_small; `atlib models` lists them)",
+         "<package.module>:<factory> (your own network)")
+OPTIONS = {"wrn": set(), "nin": {"batchnorm", "relu_before_pool", "group_outputs"}, "resnet": {"pretrained"},
+           "tv": {"weights", "groups"}, "factory": {"groups"}}
+# Families whose attention groups are modules named by path (atlib.models.tap): checking them needs torch.
+TAPPED = ("tv", "factory")
+TV_NAME = re.compile(r"tv:[a-z][a-z0-9_]*")  # "tv:" is torchvision's: a user's module is never called tv
+IMPORT_PATH = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
+MODULE_PATH = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")  # as nn.Module.named_modules() names a module
+WEIGHTS = re.compile(r"[A-Z][A-Z0-9_]*")  # an entry of a torchvision weights enum: IMAGENET1K_V1, DEFAULT
 
 
 def family(name: str) -> str:
@@ -291,7 +190,43 @@ def family(name: str) -> str:
         return "nin"
     if name in ("resnet-18", "resnet-34"):
         return "resnet"
+    if name.startswith("tv:"):
+        if TV_NAME.fullmatch(name):
+            return "tv"  # whether torchvision has it: atlib.models.tv (torch), from the plan's preflight
+        raise ValueError(f"unknown model {name!r}: tv: takes a torchvision model name, e.g. tv:resnet50")
+    if IMPORT_PATH.fullmatch(name):
+        return "factory"
     raise ValueError(f"unknown model {name!r}; known models: {', '.join(KNOWN)}")
+
+
+def name_slug(name: str) -> str:
+    """A model name as a run id shows it (no colons): ``tv:mobilenet_v3_small`` -> ``tv-mobilenet_v3_small``,
+    ``mypkg.nets:small`` -> ``mypkg.nets.small`` (a factory's always holds a dot, which no other name does, so
+    no two names meet); the paper's names are unchanged."""
+    if name.startswith("tv:"):
+        return "tv-" + name[3:]
+    return name.replace(":", ".")
+
+
+def _check_tapped_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``groups`` (module paths, each once) and ``weights`` (an enum entry's name), as far as a name's form
+    tells; whether they exist in the network is atlib.models' check (torch). Groups become a list, as JSON
+    gives them back from a run's metrics.json (the teacher gate compares the two)."""
+    options = dict(options)
+    if "groups" in options:
+        groups = options["groups"]
+        if (not isinstance(groups, list | tuple) or not groups
+                or not all(isinstance(g, str) and MODULE_PATH.fullmatch(g) for g in groups)):
+            raise ConfigError(f"{where}.groups: expected a non-empty list of module paths (e.g. [layer2, layer3, "
+                              f"layer4]), got {groups!r}")
+        if len(set(groups)) != len(groups):
+            raise ConfigError(f"{where}.groups: {list(groups)} names a module twice; expected each group once")
+        options["groups"] = list(groups)
+    weights = options.get("weights")
+    if "weights" in options and not (isinstance(weights, str) and WEIGHTS.fullmatch(weights)):
+        raise ConfigError(f"{where}.weights: expected the name of a torchvision weights entry (e.g. IMAGENET1K_V1 "
+                          f"or DEFAULT), got {weights!r}")
+    return options
 
 
 
@@ -322,8 +257,11 @@ class ModelSpec:
             fam = family(str(cfg["name"]))
         except ValueError as e:
             raise ConfigError(f"{where}.name: {e}") from None
-        spec = cls(name=str(cfg["name"]), options=dict(cfg.get("options") or {}))
-        check_keys(spec.options, OPTIONS[fam], f"{where}.options")
+        options = dict(cfg.get("options") or {})
+        check_keys(options, OPTIONS[fam], f"{where}.options")
+        if fam in TAPPED:
+            options = _check_tapped_options(options, f"{where}.options")
+        spec = cls(name=str(cfg["name"]), options=options)
         for key, value in spec.options.items():
             if not RUN_ID_PART.fullmatch(f"{key}={_fmt(value)}"):
                 raise ConfigError(f"{where}.options.{key}: {value!r} cannot name a run; use letters, digits "
@@ -332,14 +270,22 @@ class ModelSpec:
 
     @property
     def slug(self) -> str:
-        """The name, plus any option: a path component that tells two configurations apart. A path-valued
-        option (e.g. ``pretrained: weights/resnet34-b627a593.pth``) shows its file's stem."""
-        return "-".join([self.name, *(f"{k}={_fmt(v)}" for k, v in sorted(self.options.items()))])
+        """The name (:func:`name_slug`), plus any option: a path component that tells two configurations apart.
+        A path-valued option (e.g. ``pretrained: weights/resnet34-b627a593.pth``) shows its file's stem, a list
+        its items joined by commas (``groups=layer2,layer3``)."""
+        return "-".join([name_slug(self.name), *(f"{k}={_fmt(v)}" for k, v in sorted(self.options.items()))])
+
+    @property
+    def tapped(self) -> bool:
+        """Whether its groups are modules named by path (torchvision's and a user's networks)."""
+        return family(self.name) in TAPPED
 
 
 def _fmt(v: Any) -> str:
     if isinstance(v, bool):
         return str(v).lower()
+    if isinstance(v, list | tuple):
+        return ",".join(_fmt(x) for x in v)
     return Path(v).stem if isinstance(v, str) and "/" in v else str(v)
 
 
@@ -458,7 +404,7 @@ class RunSpec:
     run_id: str
     dataset: DataConfig
     model: ModelSpec
-    method: Method = Method()
+    method: Method = field(default_factory=lambda: Method.from_config("baseline"))
     recipe: Recipe = Recipe()
     seed: int = 0
     teacher: TeacherRef | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import fcntl
 import getpass
+import json
 import os
 import re
 import sys
@@ -45,7 +46,18 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 # MLflow 3.17's UI picks its view from ?workflowType= (else the last one chosen in that browser, else GenAI)
 # before it looks at the tag: a link into the runs list carries it
 UI_VIEW = "workflowType=machine_learning"
-UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+# MLflow 3.17's runs list opens a saved view from ?viewStateShareKey=<id>: the experiment tag VIEW_TAG + <id> holds
+# it as {name, createdAt, updatedAt, state}, state the JSON of the list's search facets (its sort) and UI state (its
+# columns); its Views menu lists the view by name. Its URL's own facets (orderByKey, orderByAsc) can sort the list by a
+# metric, but no URL parameter shows a metric's column. Every training experiment gets this one.
+VIEW_TAG = "mlflow.sharedViewState."
+RANKED_VIEW = "atlib-test-error"
+RANKED_NAME = "Ranked by test error"
+# (The list orders metric columns by name: test_error comes first.)
+RANKED_STATE = {"orderByKey": "metrics.`test_error`", "orderByAsc": True, "runsHiddenMode": "SHOW_ALL",
+                "selectedColumns": ["metrics.`test_error`", "metrics.`train_error`"]}
+SUMMARY_SUFFIX = " · tables"  # the experiment of a config's summary runs: a space, which no dataset key has
+UI = "http://127.0.0.1:5000"  # where `mlflow ui` and `atlib browse` serve by default
 NOTE = "mlflow.note.content"  # the run's Markdown description, shown on its Overview page
 MAX_TAG = 8000  # MLflow's longest tag value (mlflow.utils.validation.MAX_TAG_VAL_LENGTH)
 T = TypeVar("T")
@@ -72,19 +84,63 @@ def ui_url(experiment_id: str, run_id: str | None = None, base: str | None = Non
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs{f'/{run_id}' if run_id else ''}?{UI_VIEW}"
 
 
+def ranked_url(experiment_id: str, base: str | None = None) -> str:
+    """An experiment's runs list in the view "Ranked by test error" (RANKED_VIEW): its test error column first, the
+    runs sorted by it, lowest first."""
+    base = base or ui_base()
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={RANKED_VIEW}&{UI_VIEW}"
+
+
+def ranked_view(created_ms: int) -> str:
+    """The value of the experiment tag that holds the view RANKED_VIEW."""
+    return json.dumps({"name": RANKED_NAME, "createdAt": created_ms, "updatedAt": created_ms,
+                       "state": json.dumps(RANKED_STATE)})
+
+
+def _has_ranked_view(tags: Mapping[str, str]) -> bool:
+    try:
+        return json.loads(json.loads(tags[VIEW_TAG + RANKED_VIEW])["state"]) == RANKED_STATE
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def ensure_ranked_view(client: Any, experiment: Any) -> None:
+    """Give a training experiment (not a summary one) the view RANKED_VIEW, as atlib defines it now."""
+    if not experiment.name.endswith(SUMMARY_SUFFIX) and not _has_ranked_view(experiment.tags):
+        client.set_experiment_tag(experiment.experiment_id, VIEW_TAG + RANKED_VIEW,
+                                  ranked_view(experiment.creation_time or int(time.time() * 1000)))
+
+
+def atlib_command() -> str:
+    """How to run atlib in this environment without activating it: its script beside this Python (relative to the
+    working folder when it lies below it), else this Python with -m atlib."""
+    script = Path(sys.executable).with_name("atlib")
+    if not script.is_file():
+        return f"{sys.executable} -m atlib"
+    relative = os.path.relpath(script.absolute())
+    return relative if not relative.startswith("..") else str(script.absolute())
+
+
 def browse_hint(store: str, report_dir: Path | str) -> str:
-    """How a person sees the runs: the command that serves the store, then the URL of each experiment's runs
-    list, from the DAG's results/<name>/mlflow-experiments.tsv ('name<TAB>id') and mlflow-summary.tsv (the
-    experiment of the config's tables)."""
+    """How a person sees the runs: ``atlib browse`` on the config's results folder (or, with a tracking server,
+    that server), then what it opens: each experiment's runs list ranked by test error, from the DAG's
+    results/<name>/mlflow-experiments.tsv ('name<TAB>id'), and each table's summary run, from mlflow-summary.tsv
+    ('table<TAB>experiment<TAB>run<TAB>URL')."""
     def rows(name: str) -> list[list[str]]:
         path = Path(report_dir, name)
         return [line.split("\t") for line in path.read_text().splitlines()] if path.is_file() else []
 
-    pages = [(eid, f"{name}: its runs") for name, eid, *_ in rows("mlflow-experiments.tsv")]
-    pages += [(eid, "the tables: one run each") for eid in sorted({e for _, e, *_ in rows("mlflow-summary.tsv")})]
+    pages = [(ranked_url(eid), f"{name}: its runs, ranked by test error")
+             for name, eid, *_ in rows("mlflow-experiments.tsv")]
+    pages += [(ui_url(eid, run), f"{table}: the table's summary run") for table, eid, run, *_ in
+              rows("mlflow-summary.tsv")]
     uri = tracking_uri(store)
-    serve = "" if uri == ui_base() else f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1, then "
-    return f"Browse the runs: {serve}open" + "".join(f"\n  {ui_url(e)}  ({what})" for e, what in pages)
+    if uri == ui_base():
+        head = f"Browse the runs on the tracking server {uri}:"
+    else:
+        store = uri.removeprefix("sqlite:///")
+        head = f"Browse the runs: {atlib_command()} browse {report_dir}  (serves {store}; Ctrl-C stops it), then open:"
+    return head + "".join(f"\n  {url}  ({what})" for url, what in pages)
 
 
 def _user() -> str:
@@ -242,11 +298,15 @@ def ensure_experiments(names: Iterable[str], uri: str, artifact_root: str = ARTI
                     location = f"{artifact_root.rstrip('/')}/{name}"
                 else:  # fixed here: MLflow would otherwise resolve it against each creating process's cwd
                     location = Path(artifact_root, name).resolve().as_uri()
-                ids[name] = client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
+                tags = dict([EXPERIMENT_KIND])
+                if not name.endswith(SUMMARY_SUFFIX):
+                    tags[VIEW_TAG + RANKED_VIEW] = ranked_view(int(time.time() * 1000))
+                ids[name] = client.create_experiment(name, artifact_location=location, tags=tags)
             else:
                 ids[name] = exp.experiment_id
                 if EXPERIMENT_KIND[0] not in exp.tags:  # created before atlib set it; a kind chosen since stays
                     client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
+                ensure_ranked_view(client, exp)  # a store made before atlib defined it, or another definition
     return ids
 
 
@@ -488,7 +548,7 @@ _NOT_IN_KEY = re.compile(r"[^A-Za-z0-9_.\- ]+")  # MLflow also takes ':' and '/'
 
 def summary_experiment(config: str) -> str:
     """The experiment of a config's summary runs: a space, which no dataset key has, keeps it apart."""
-    return f"{config} · tables"
+    return f"{config}{SUMMARY_SUFFIX}"
 
 
 def metric_key(*parts: str) -> str:

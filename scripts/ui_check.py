@@ -5,13 +5,14 @@ Snakemake HTML report.
     .venv/bin/python scripts/ui_check.py WORKDIR [--config tests/configs/synthetic.yaml] [--out docs]
 
 WORKDIR is a Snakemake working folder where the config's DAG has finished (results/mlflow.db,
-results/<name>/...). The script serves its store with ``mlflow server``, takes screenshots of the first
-experiment's runs list (OUT/mlflow-runs.png) and of the first table's summary run (OUT/mlflow-summary.png),
-reads both pages as the browser rendered them, and checks through MLflow's REST API that what they show
-exists: every run named as atlib names it, the summary run's medians and artifacts. It then opens
-results/<name>/report.html (made with ``snakemake --report`` when missing), searches it as a person would
-(for every result) and checks that each figure and table is listed. Prints one line per failed check;
-exit status 0 when none failed. Needs Chromium (Debian: apt-get install chromium).
+results/<name>/...). The script runs ``atlib browse CONFIG --port 0`` there, as a person would, with no
+environment activated, and opens the pages it prints: the first experiment's runs list ranked by test error
+(OUT/mlflow-runs.png) and the first table's summary run (OUT/mlflow-summary.png). It reads both as the browser
+rendered them, at the screenshot's size, and checks through MLflow's REST API that what they show exists: every
+run named as atlib names it, its test error shown and the runs in order of it, the summary run's medians and
+artifacts. It then opens results/<name>/report.html (made with ``snakemake --report`` when missing), searches it
+as a person would (for every result) and checks that each figure and table is listed. Prints one line per failed
+check; exit status 0 when none failed. Needs Chromium (Debian: apt-get install chromium).
 """
 
 from __future__ import annotations
@@ -22,16 +23,23 @@ import json
 import os
 import re
 import shutil
-import socket
+import signal
 import subprocess
 import sys
 import tempfile
 import urllib.request
 from pathlib import Path
 
-from atlib import server
 from atlib.plan import load_plan
-from atlib.tracking import ARTIFACTS, EXPERIMENT_KIND, run_name, summary_experiment, summary_metrics, ui_url
+from atlib.tracking import (
+    EXPERIMENT_KIND,
+    RANKED_NAME,
+    ranked_url,
+    run_name,
+    summary_experiment,
+    summary_metrics,
+    ui_url,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW = "1400,900"
@@ -53,12 +61,14 @@ def chromium() -> str | None:
 
 
 def browse(url: str, *, screenshot: Path | None = None, window: str = WINDOW) -> str:
-    """The page's DOM once rendered (no scripts or styles), or a screenshot of it: a fresh profile each time,
-    so that the UI opens as it does for a first visitor."""
+    """The page's DOM once rendered in a ``window``-sized browser (no scripts or styles), and a screenshot of it
+    when asked (one browser run does both): a fresh profile each time, so that the UI opens as it does for a first
+    visitor. The MLflow runs list draws only the columns that fit the window: in the DOM means on the screen."""
     with tempfile.TemporaryDirectory() as profile:
-        mode = [f"--screenshot={screenshot}", f"--window-size={window}"] if screenshot else ["--dump-dom"]
+        shot = [f"--screenshot={screenshot}"] if screenshot else []
         cmd = [chromium() or "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               f"--user-data-dir={profile}", f"--virtual-time-budget={BUDGET_MS}", *mode, url]
+               f"--user-data-dir={profile}", f"--virtual-time-budget={BUDGET_MS}", f"--window-size={window}",
+               "--dump-dom", *shot, url]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
     return re.sub(r"<(script|style)\b.*?</\1>", "", out, flags=re.S)
 
@@ -99,7 +109,12 @@ def artifacts(base: str, run_id: str, path: str = "") -> set[str]:
         p for f in files if f.get("is_dir") for p in artifacts(base, run_id, f["path"])}
 
 
-def check_mlflow(workdir: Path, plan, out: Path, base: str, fail: list[str]) -> None:
+def js_number(value: float) -> str:
+    """A metric as MLflow's UI writes it (JavaScript's shortest round trip: 15, not 15.0)."""
+    return f"{int(value)}" if value == int(value) else repr(value)
+
+
+def check_mlflow(workdir: Path, plan, out: Path, base: str, pages: list[tuple[str, str]], fail: list[str]) -> None:
     report = workdir / plan.results / plan.name
     exps = {e["name"]: e for e in api(base, "experiments/search", {"max_results": 1000})["experiments"]}
     for name in [*plan.experiments, summary_experiment(plan.name)]:
@@ -109,21 +124,30 @@ def check_mlflow(workdir: Path, plan, out: Path, base: str, fail: list[str]) -> 
 
     first = exps[plan.experiments[0]]["experiment_id"]
     runs = runs_of(base, first)
-    names = {}
+    names, errors = {}, {}
     for r in runs:  # the names the list shows are those atlib gives: checked against each run's metrics.json
         config = json.loads((workdir / plan.run_dir(tags(r)["run"]) / "metrics.json").read_text())["config"]
         names[r["info"]["run_name"]] = run_name(config)
+        errors[r["info"]["run_name"]] = {m["key"]: m["value"] for m in r["data"]["metrics"]}["test_error"]
     for shown, expected in names.items():
         if shown != expected:
             fail.append(f"run named {shown!r}, expected {expected!r}")
     if len(names) != len(runs):
         fail.append(f"{len(runs)} runs but {len(names)} distinct names")
-    url = ui_url(first, base=base)
-    page = text_of(browse(url))
+    url = ranked_url(first, base=base)
+    if (url, f"{plan.experiments[0]}: its runs, ranked by test error") not in pages:
+        fail.append(f"atlib browse does not print {url} for experiment {plan.experiments[0]}: {pages}")
+    page = text_of(browse(url, screenshot=out / "mlflow-runs.png"))
     missing = [n for n in names if n not in page]
     if not runs or missing or "Run Name" not in page:
         fail.append(f"runs list {url} does not show the runs {missing or '(none in the store)'}")
-    browse(url, screenshot=out / "mlflow-runs.png")
+    # the view's name, its test error column with each run's value, and the runs ranked by it, lowest first
+    shown = [n for n in sorted(names, key=page.find) if n in page]
+    ranked = sorted(names, key=lambda n: (errors[n], page.find(n)))
+    values = [js_number(errors[n]) for n in ranked if js_number(errors[n]) not in page]
+    if RANKED_NAME not in page or "test_error" not in page or values or shown != ranked:
+        fail.append(f"runs list {url} does not rank the runs by a test_error column on screen: view "
+                    f"{RANKED_NAME in page}, values missing {values}, order {shown} instead of {ranked}")
     if not drawn(out / "mlflow-runs.png"):
         fail.append(f"{out / 'mlflow-runs.png'} is blank")
 
@@ -145,11 +169,13 @@ def check_mlflow(workdir: Path, plan, out: Path, base: str, fail: list[str]) -> 
                                     for r in runs_of(base, exps[e]["experiment_id"])}:
         fail.append(f"summary run {run_id}: its note links {sorted(linked)}, not runs of the config")
     url = ui_url(exp_id, run_id, base=base)
-    page = text_of(browse(url, window="1400,1300"))
+    if url not in [u for u, _ in pages]:
+        fail.append(f"atlib browse does not print the summary run {url}: {pages}")
+    # tall enough for its metrics
+    page = text_of(browse(url, screenshot=out / "mlflow-summary.png", window="1400,1300"))
     missing = [k for k in [run["info"]["run_name"], *medians] if k not in page]
     if missing:
         fail.append(f"summary run page {url} does not show {missing}")
-    browse(url, screenshot=out / "mlflow-summary.png", window="1400,1300")  # tall enough for its metrics
     if not drawn(out / "mlflow-summary.png"):
         fail.append(f"{out / 'mlflow-summary.png'} is blank")
 
@@ -173,10 +199,31 @@ def check_report(workdir: Path, plan, config: Path, fail: list[str]) -> None:
         fail.append(f"{html} opened in Chromium and searched for every result does not list {missing}")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def start_browse(workdir: Path, config: Path, expected: int) -> tuple[subprocess.Popen, str, list[tuple[str, str]]]:
+    """``atlib browse CONFIG --port 0`` in the working folder, by its script's path with the environment's folder off
+    PATH, as from a fresh shell; its base URL and the ``expected`` pages it prints once its server answers."""
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != bin_dir)
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV" and not k.startswith("MLFLOW_")} | {"PATH": path}
+    proc = subprocess.Popen([str(Path(bin_dir, "atlib")), "browse", str(config), "--port", "0"], cwd=workdir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    head = proc.stdout.readline()  # printed once the server answers
+    match = re.match(r"MLflow's UI on (http://\S+) ", head)
+    if match is None:
+        stop_browse(proc)
+        raise RuntimeError(f"atlib browse printed {head!r}: {proc.stderr.read()[-2000:]}")
+    lines = [proc.stdout.readline().split(None, 1) for _ in range(expected)]
+    return proc, match.group(1), [(url, what.strip()) for url, what in lines]
+
+
+def stop_browse(proc: subprocess.Popen) -> None:
+    """Ctrl-C, as a person stops it: atlib browse then stops its server."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,19 +239,16 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(workdir)  # the plan's paths (results/...) are relative to the working folder
     plan = load_plan(str(config))
     out.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    store = (workdir / plan.store).resolve()
-    cmd, env = server.command("127.0.0.1", port, store, (workdir / ARTIFACTS).resolve())
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     fail: list[str] = []
     try:
-        if not server.wait_ready(proc, base):
-            print(f"ui_check: mlflow server did not start on {base}", file=sys.stderr)
-            return 1
-        check_mlflow(workdir, plan, out, base, fail)
+        proc, base, pages = start_browse(workdir, config, len(plan.experiments) + len(plan.tables))
+    except RuntimeError as e:
+        print(f"ui_check: {e}", file=sys.stderr)
+        return 1
+    try:
+        check_mlflow(workdir, plan, out, base, pages, fail)
     finally:
-        server.stop_group(proc)
+        stop_browse(proc)
     check_report(workdir, plan, config, fail)
     for line in fail:
         print(f"ui_check: FAIL {line}")

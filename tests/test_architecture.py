@@ -3,7 +3,9 @@
 import ast
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -11,7 +13,9 @@ import torch.nn.functional as F
 import yaml
 
 from atlib import methods
-from atlib.methods import MethodDef
+from atlib.methods import Method, param, register
+from atlib.plan import build_plan, schema, validate_config
+from atlib.spec import ConfigError, RunSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "atlib"
@@ -23,12 +27,41 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(path: Path) -> set[str]:
-    """Every atlib module ``path`` imports, at module level or inside functions."""
-    name = module_name(path)
-    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+def _type_checking_only(node: ast.AST) -> bool:
+    """``if TYPE_CHECKING:``: imports for annotations, never run."""
+    return isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+
+
+def _walk(node: ast.AST):
+    yield node
+    for child in ast.iter_child_nodes(node):
+        if not _type_checking_only(child):
+            yield from _walk(child)
+
+
+def _import_module_target(node: ast.AST, package: str) -> str | None:
+    """The module of ``importlib.import_module("atlib.x")`` or ``import_module(".x", package)``: a string
+    constant, so an import the statements do not show is an edge all the same."""
+    if not (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)):
+        return None
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+    target = node.args[0].value
+    if name != "import_module" or not isinstance(target, str):
+        return None
+    if target.startswith("."):
+        level = len(target) - len(target.lstrip("."))
+        base = package.split(".")[: len(package.split(".")) - level + 1]
+        target = ".".join(base + [target.lstrip(".")])
+    return target
+
+
+def imports_of_source(name: str, source: str, is_package: bool = False) -> set[str]:
+    """Every atlib module the module ``name`` imports: at module level or inside functions, by ``importlib``,
+    and every module of its package where it imports them all (``pkgutil.iter_modules``)."""
+    package = name if is_package else name.rsplit(".", 1)[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("atlib")}
         elif isinstance(node, ast.ImportFrom):
@@ -42,28 +75,59 @@ def imports_of(path: Path) -> set[str]:
             for alias in node.names:  # `from . import rundir` names a module, `from .x import f` a function
                 sub = f"{target}.{alias.name}"
                 found.add(sub if any(module_name(m) == sub for m in MODULES) else target)
+        elif (target := _import_module_target(node, package)) is not None and target.startswith("atlib"):
+            found.add(target)
+        elif isinstance(node, ast.Attribute) and node.attr == "iter_modules" and is_package:
+            found |= {module_name(m) for m in MODULES if module_name(m).rsplit(".", 1)[0] == name
+                      and not module_name(m).rsplit(".", 1)[1].startswith("_")}
     found.discard(name)
     return found
+
+
+def imports_of(path: Path) -> set[str]:
+    return imports_of_source(module_name(path), path.read_text(), path.name == "__init__.py")
 
 
 GRAPH = {module_name(m): imports_of(m) for m in MODULES}
 
 
-def test_the_import_graph_of_atlib_has_no_cycle():
+def cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (its modules in order), or None."""
     state: dict[str, int] = {}
 
-    def visit(node: str, path: list[str]) -> None:
+    def visit(node: str, path: list[str]) -> list[str] | None:
         state[node] = 1
-        for nxt in sorted(GRAPH.get(node, ())):
+        for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                pytest.fail("import cycle: " + " -> ".join([*path, node, nxt]))
-            if nxt not in state:
-                visit(nxt, [*path, node])
+                return [*path, node, nxt]
+            if nxt not in state and (found := visit(nxt, [*path, node])):
+                return found
         state[node] = 2
+        return None
 
-    for node in GRAPH:
-        if node not in state:
-            visit(node, [])
+    return next((found for node in graph if node not in state and (found := visit(node, []))), None)
+
+
+def test_the_import_graph_of_atlib_has_no_cycle():
+    assert cycle(GRAPH) is None, "import cycle: " + " -> ".join(cycle(GRAPH) or [])
+
+
+def test_an_importlib_import_is_an_edge_and_an_upward_one_a_cycle():
+    """A method module that imports the objective's module by name reaches up: losses imports the spec, which
+    imports the methods."""
+    source = 'import importlib\n\ndef loss():\n    return importlib.import_module("atlib.losses").Step\n'
+    assert imports_of_source("atlib.methods.at", source) == {"atlib.losses"}
+    assert imports_of_source("atlib.methods.at", source.replace('"atlib.losses"', '"..losses", "atlib.methods"'))\
+        == {"atlib.losses"}
+    found = cycle({**GRAPH, "atlib.methods.at": GRAPH["atlib.methods.at"] | {"atlib.losses"}})
+    assert found is not None and "atlib.losses" in found and "atlib.methods.at" in found
+    # an import for annotations only is no edge
+    typing_only = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..losses import Step\n"
+    assert imports_of_source("atlib.methods.at", typing_only) == set()
+
+
+def test_the_method_package_reaches_each_of_its_methods():
+    assert {"atlib.methods.at", "atlib.methods.kd", "atlib.methods._base"} <= GRAPH["atlib.methods"]
 
 
 def test_nothing_imports_the_command_line():
@@ -94,42 +158,71 @@ def test_only_the_run_directory_module_names_a_runs_files():
     assert set(owners) == {"atlib.rundir"}, owners
 
 
-def test_the_schema_enumerates_exactly_the_registered_methods():
-    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
-    method = schema["$defs"]["method"]["oneOf"]
-    enums = [method[0]["enum"], method[1]["properties"]["name"]["enum"],
-             schema["properties"]["methods"]["propertyNames"]["enum"],
-             schema["properties"]["tables"]["additionalProperties"]["properties"]["rows"]["items"]["properties"]
-             ["methods"]["propertyNames"]["enum"]]
-    for enum in enums:
-        assert tuple(enum) == methods.names()
+def test_the_schema_names_the_registered_methods_in_one_place():
+    text = (PACKAGE / "config.schema.yaml").read_text()
+    assert "enum: [baseline" not in text and text.count('$ref: "#/$defs/method_name"') == 4
+    assert schema()["$defs"]["method_name"]["enum"] == list(methods.names())
+    assert (ROOT / "workflow/schemas/config.schema.yaml").resolve() == PACKAGE / "config.schema.yaml"
 
 
-def test_a_method_added_through_the_registry_alone_trains(monkeypatch, tmp_path):
+def _config(method: dict) -> dict:
+    cfg = yaml.safe_load((ROOT / "tests/configs/synthetic.yaml").read_text())
+    cfg["methods"] = {method["name"]: {k: v for k, v in method.items() if k != "name"}}
+    cfg["tables"]["table1"]["columns"] = ["student", {"label": "new", "method": method}]
+    return cfg
+
+
+def test_a_config_names_a_method_the_schema_knows_from_the_registry():
+    validate_config(_config({"name": "kd", "T": 2}))  # the real schema, as the CLI and the DAG load it
+    with pytest.raises(ConfigError, match=r"methods: 'distill' is not one of \['at', 'at\+kd', 'baseline'"):
+        validate_config({**_config({"name": "kd"}), "methods": {"distill": {}}})
+    with pytest.raises(ConfigError, match=r"tables.table1.columns\[1\]"):
+        validate_config({**_config({"name": "distill"}), "methods": {}})
+
+
+@dataclass(frozen=True)
+class LogitMatch(Method):
     """A toy method: CE plus beta times the squared distance of the logits to the teacher's."""
-    from atlib.engine import train_step
-    from atlib.losses import Objective, Step
-    from atlib.models import build_model
-    from atlib.spec import Method
 
-    def logit_matching(obj, x, y, progress):
+    name: ClassVar[str] = "logit-match"
+    needs_teacher: ClassVar[bool] = True
+    beta: float = param(1.0, lambda v: isinstance(v, float | int) and v >= 0, "a number >= 0")
+
+    def loss(self, obj, x, y, progress):
+        from atlib.losses import Step
+
         logits, _ = obj.student(x)
         yt, _ = obj.teacher_outputs(x)
         ce = F.cross_entropy(logits, y)
         match = (logits - yt).pow(2).mean()
-        return Step(ce + obj.method.beta * match, logits, {"ce": ce.detach(), "match": match.detach()})
+        return Step(ce + self.beta * match, logits, {"ce": ce.detach(), "match": match.detach()})
 
-    monkeypatch.setitem(methods.REGISTRY, "logit-match",
-                        MethodDef("logit-match", frozenset({"beta"}), True, logit_matching))
-    method = Method.from_config({"name": "logit-match", "beta": 0.5})
-    with pytest.raises(Exception, match="takes no parameter"):
-        Method.from_config({"name": "logit-match", "T": 2})
-    torch.manual_seed(0)
-    student, teacher = build_model("wrn-10-1", 1, 10), build_model("wrn-10-2", 1, 10).eval()
-    objective = Objective(method, student, teacher, (1, 16, 16))
-    optimizer = torch.optim.SGD(objective.parameters(), lr=0.1)
-    x, y = torch.randn(8, 1, 16, 16), torch.randint(0, 10, (8,))
-    before = [p.detach().clone() for p in student.parameters()]
-    step = train_step(objective, optimizer, x, y, 0.0)
-    assert step.loss.item() == pytest.approx((step.terms["ce"] + 0.5 * step.terms["match"]).item(), rel=1e-6)
-    assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=True))
+
+def test_a_method_class_registered_alone_is_planned_through_the_schema_and_trains():
+    """One registration: the schema, the plan, the run spec and the objective all take it."""
+    from atlib.engine import train_step
+    from atlib.losses import Objective
+    from atlib.models import build_model
+
+    register(LogitMatch)
+    try:
+        cfg = {**_config({"name": "logit-match", "beta": 0.5}), "methods": {}}
+        validate_config(cfg)
+        plan = build_plan(cfg)
+        # beta differs from the class's default, so the run id names it
+        run = "synthetic/tiny/wrn-10-1/logit-match-beta=0.5-from-wrn-10-2-seed0/seed0"
+        assert plan.teacher_of[run] == "synthetic/tiny/wrn-10-2/baseline/seed0"
+        method = RunSpec.from_dict(plan.runs[run]).method
+        with pytest.raises(ConfigError, match="takes no parameter"):
+            Method.from_config({"name": "logit-match", "T": 2})
+        torch.manual_seed(0)
+        student, teacher = build_model("wrn-10-1", 1, 10), build_model("wrn-10-2", 1, 10).eval()
+        objective = Objective(method, student, teacher, (1, 16, 16))
+        optimizer = torch.optim.SGD(objective.parameters(), lr=0.1)
+        x, y = torch.randn(8, 1, 16, 16), torch.randint(0, 10, (8,))
+        before = [p.detach().clone() for p in student.parameters()]
+        step = train_step(objective, optimizer, x, y, 0.0)
+        assert step.loss.item() == pytest.approx((step.terms["ce"] + 0.5 * step.terms["match"]).item(), rel=1e-6)
+        assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=True))
+    finally:
+        del methods.REGISTRY["logit-match"]

@@ -12,6 +12,8 @@ import torchvision
 from PIL import Image
 
 from atlib.data import (
+    CIFAR100_MEAN,
+    CIFAR100_STD,
     CIFAR_MEAN,
     CIFAR_STD,
     IMAGENET_MEAN,
@@ -131,6 +133,78 @@ def test_cifar_corrupt_or_missing_is_a_data_error(cifar, tmp_path):
         load(DataConfig("cifar10", root=str(empty)))
     with pytest.raises(DataError, match=str(tmp_path / "absent")):
         load(DataConfig("cifar10", root=str(tmp_path / "absent")))
+
+
+# --- CIFAR-100 in its real on-disk format ------------------------------------------------------------
+
+def make_cifar100(root: Path, n_train: int = 7, n_test: int = 5, seed: int = 0):
+    """cifar-100-python/{train, test, meta} as the real release writes them: one pickle per split, rows of 3072
+    bytes, 100 fine labels and 20 coarse ones."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    md5s, splits = {}, {}
+    for name, n in (("train", n_train), ("test", n_test)):
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        fine = [int(v) for v in rng.integers(0, 100, n)]
+        entry = {b"filenames": [b"img%d.png" % i for i in range(n)], b"batch_label": name.encode(),
+                 b"fine_labels": fine, b"coarse_labels": [f // 5 for f in fine], b"data": data}
+        md5s[name] = write_py2_pickle(folder / name, entry)
+        splits[name] = (data, fine)
+    md5s["meta"] = write_py2_pickle(folder / "meta", {b"fine_label_names": [b"f%d" % i for i in range(100)],
+                                                      b"coarse_label_names": [b"c%d" % i for i in range(20)]})
+    return md5s, splits
+
+
+@pytest.fixture
+def cifar100(tmp_path, monkeypatch):
+    md5s, splits = make_cifar100(tmp_path)
+    C = torchvision.datasets.CIFAR100
+    monkeypatch.setattr(C, "train_list", [["train", md5s["train"]]])
+    monkeypatch.setattr(C, "test_list", [["test", md5s["test"]]])
+    monkeypatch.setattr(C, "meta", {**C.meta, "md5": md5s["meta"]})
+    return tmp_path, splits
+
+
+def test_cifar100_round_trip_with_its_fine_labels(cifar100):
+    root, splits = cifar100
+    src = load(DataConfig("cifar100", root=str(root)))
+    assert (src.num_classes, src.input_shape, src.train_size, src.test_size) == (100, (3, 32, 32), 7, 5)
+    assert torch.equal(src.train_x, torch.from_numpy(splits["train"][0].reshape(-1, 3, 32, 32)))
+    assert src.train_y.tolist() == splits["train"][1]  # the fine labels, not the coarse ones (fine // 5)
+    x, y = next(src.test_batches(100))
+    assert torch.equal(raw_pixels(x, CIFAR100_MEAN, CIFAR100_STD),
+                       torch.from_numpy(splits["test"][0].reshape(-1, 3, 32, 32)))
+    assert y.tolist() == splits["test"][1]
+
+
+def test_cifar100_missing_or_corrupt_says_which_folder(cifar100, tmp_path):
+    root, _ = cifar100
+    with open(root / "cifar-100-python" / "train", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(DataError, match=r"CIFAR-100 not found or corrupt .*cifar-100-python directory"):
+        load(DataConfig("cifar100", root=str(root)))
+    with pytest.raises(DataError, match=r"place cifar-100-python there"):
+        load(DataConfig("cifar100", root=str(tmp_path / "absent")))
+    assert DataConfig.from_config({"name": "cifar100", "download": True}).path == Path("data/cifar100")
+
+
+def test_a_plan_takes_cifar100_and_checks_its_files(cifar100, tmp_path):
+    from atlib import preflight
+    from atlib.plan import build_plan, missing_data, validate_config
+
+    root, _ = cifar100
+    held = preflight.holdings(DataConfig("cifar100", root=str(root)))  # CIFAR-100's published sizes
+    assert (held.train, held.test, held.num_classes, held.train_per_class) == (50_000, 10_000, 100, (500,) * 100)
+    config = {"name": "c100", "datasets": {"c100": {"name": "cifar100", "root": str(tmp_path / "absent")}},
+              "tables": {"t": {"dataset": "c100", "recipe": "paper", "columns": ["student"],
+                               "rows": [{"student": "wrn-16-1"}]}}}
+    validate_config(config)
+    assert missing_data(build_plan(config)) == [f"dataset 'cifar100': root {tmp_path / 'absent'} does not exist "
+                                                "(put cifar-100-python there, or set download: true)"]
+    (root / "cifar-100-python" / "test").unlink()
+    with pytest.raises(preflight.Missing, match="lacks test"):
+        preflight.holdings(DataConfig("cifar100", root=str(root)))
 
 
 # --- Fashion-MNIST IDX files ---------------------------------------------------------------------

@@ -362,7 +362,7 @@ def test_confirmatory_claims_are_judged_on_their_adjusted_p_and_the_rest_are_exp
 
 def test_missing_seeds_are_named_in_the_verdict():
     cells = _csv({"student": STUDENT, "at": {0: 8.0, 1: 8.0, 3: 8.2, 4: 7.8}})
-    cells["runs"] = [" ".join(f"x/{c}/seed{s}" for s in range(5)) for c in cells["column"]]
+    cells["runs"] = [" ".join(f"d/r/m/{c}/seed{s}" for s in range(5)) for c in cells["column"]]
     cells["planned"] = 5
     verdict = _claims(cells)["AT beats the student"][-1]
     assert verdict.endswith("(missing: seed 2 of AT)")

@@ -116,15 +116,31 @@ def test_smoke_run_writes_both_summaries(tmp_path):
     steps = r["parts"]["train_step"]["runs"]
     assert {(s["student"], m) for s in steps for m in s["methods"]} >= {
         (s, m) for s in ("wrn-16-1", "wrn-16-2") for m in ("baseline", "at", "kd", "at+kd")}
-    assert all(row["atlib"] > 0 and row["reference"] > 0 for s in steps for row in s["methods"].values())
+    for row in (row for step in steps for row in step["methods"].values()):  # the ratio is of the two speeds
+        assert row["atlib_over_reference"] == pytest.approx(row["atlib"] / row["reference"], rel=1e-9)
     jobs = r["parts"]["jobs"]["levels"]
     assert [lv["jobs"] for lv in jobs] == [1, 2] and all(len(lv["cards"]) == lv["jobs"] for lv in jobs)
-    assert all(lv["aggregate_images_per_second"] > 0 for lv in jobs)
+    for level in jobs:  # the aggregate sums the jobs' speeds, and the speed-up is over the lone job's
+        assert level["aggregate_images_per_second"] == pytest.approx(sum(level["per_job_images_per_second"]))
+        assert level["speedup_over_one_job"] == pytest.approx(level["aggregate_images_per_second"]
+                                                              / jobs[0]["aggregate_images_per_second"])
+        assert level["different_cards"] == (len(set(level["cards"])) == level["jobs"])
+    assert jobs[0]["speedup_over_one_job"] == 1
     projection = r["parts"]["projection"]
     # Table 1: 6 models' baselines (students and teachers) and 4 rows x 4 transfer methods, 5 seeds each
     assert projection["runs"] == (6 + 4 * 4) * 5 and projection["nin_runs"] + projection["wrn_runs"] == 110
     assert projection["train_images"] == 110 * 200 * 50_000
-    assert projection["projected_hours"] > 0 and isinstance(projection["meets_goal"], bool)
+    for row in projection["rows"]:  # 200 epochs, each tested; the hours those images take at the measured speeds
+        assert row["epochs"] == row["evaluations"] == 200 * row["runs"]
+        hours = (row["epochs"] * 50_000 / row["step_images_per_second"]
+                 + row["evaluations"] * 10_000 / row["eval_images_per_second"]) / 3600
+        assert row["single_stream_hours"] == pytest.approx(hours)
+    assert projection["single_stream_hours"] == pytest.approx(sum(r["single_stream_hours"] for r in projection["rows"]))
+    factor = projection.get("concurrency_factor", 1.0)  # the jobs' loop efficiency times their best speed-up
+    if "concurrency_factor" in projection:
+        assert factor == pytest.approx(projection["loop_efficiency"] * projection["concurrency_speedup"])
+    assert projection["projected_hours"] == pytest.approx(projection["single_stream_hours"] / factor)
+    assert projection["meets_goal"] == (projection["projected_hours"] <= projection["goal_hours"])
     precision = r["parts"]["precision"]
     assert set(precision["runs"]) == {"bf16", "fp32", "bf16_seed1"} and "bf16_minus_fp32" in precision
     gradient = precision["gradient"]

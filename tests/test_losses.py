@@ -5,8 +5,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atlib.losses import Objective, factt_loss, kd_loss
+from atlib.losses import Objective
 from atlib.methods import names
+from atlib.methods.factt import factt_loss
+from atlib.methods.kd import kd_loss
+from atlib.methods.sp import similarity, sp_loss
 from atlib.spec import ConfigError, Method
 
 
@@ -58,12 +61,13 @@ def _nets(seed: int = 0, dtype=torch.float64):
     return Tiny(3).to(dtype), Tiny(5).to(dtype).requires_grad_(False)
 
 
-@pytest.mark.parametrize("name", ["grad-at", "symmetry", "min-l2", "at", "factt", "kd", "at+kd"])
+@pytest.mark.parametrize("name", ["grad-at", "symmetry", "min-l2", "at", "factt", "kd", "at+kd", "sp"])
 def test_weight_gradients_match_finite_differences(name):
     student, teacher = _nets()
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(2, 1, 4, 4, dtype=torch.float64, generator=g), torch.tensor([0, 2])
-    method = Method.from_config({"name": name} if name == "kd" else {"name": name, "beta": 3.0})
+    weight = {"kd": {}, "sp": {"gamma": 3.0}}.get(name, {"beta": 3.0})
+    method = Method.from_config({"name": name, **weight})
     objective = Objective(method, student, teacher, (1, 4, 4)).double()
     objective(x, y, progress=0.0).loss.backward()
 
@@ -82,10 +86,39 @@ def test_weight_gradients_match_finite_differences(name):
             assert p.grad.view(-1)[i].item() == pytest.approx(numeric, rel=1e-4, abs=1e-8)
 
 
+def test_sp_by_hand():
+    """Similarity-preserving distillation on two images; the student's group (1 channel, 1 x 2) and the
+    teacher's (2 channels, 1 x 1) differ in shape, their b x b similarities do not."""
+    s = torch.tensor([[1.0, 0.0], [1.0, 1.0]]).view(2, 1, 1, 2)  # Q_S: rows (1, 0) and (1, 1)
+    t = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(2, 2, 1, 1)  # Q_T: rows (1, 0) and (0, 1)
+    # Q_S Q_S^T = [[1, 1], [1, 2]], rows over their l2 norms sqrt(2) and sqrt(5); Q_T Q_T^T = I, rows of norm 1
+    r2, r5 = math.sqrt(2), math.sqrt(5)
+    assert similarity(s).flatten().tolist() == pytest.approx([1 / r2, 1 / r2, 1 / r5, 2 / r5])
+    assert similarity(t).tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    # ||G_T - G_S||_F^2 = (1 - 1/sqrt2)^2 + 1/2 + 1/5 + (1 - 2/sqrt5)^2 = 4 - sqrt2 - 4/sqrt5, over b^2 = 4:
+    expected = 1 - r2 / 4 - 1 / r5  # 0.199233
+    assert sp_loss(s, t).item() == pytest.approx(expected, rel=1e-6)
+    assert sp_loss(3 * s, t).item() == pytest.approx(expected, rel=1e-6)  # each row normalised: no scale
+    assert sp_loss(t, t).item() == 0.0
+
+
+def test_sp_total_is_ce_plus_gamma_times_the_last_group_term():
+    student, teacher = _nets()
+    x, y = torch.randn(4, 1, 4, 4, dtype=torch.float64), torch.tensor([0, 1, 2, 0])
+    step = Objective(Method.from_config("sp"), student, teacher, (1, 4, 4)).double()(x, y, 0.0)
+    assert set(step.terms) == {"ce", "sp/g1"}  # by default the last group, as the paper's WRN setup
+    (logits, gs), (_, gt) = student(x), teacher(x)
+    assert step.terms["sp/g1"].item() == pytest.approx(sp_loss(gs[1], gt[1]).item(), rel=1e-12)
+    expected = F.cross_entropy(logits, y) + 3000 * sp_loss(gs[1], gt[1])
+    assert step.loss.item() == pytest.approx(expected.item(), rel=1e-12)
+    both = Objective(Method.from_config({"name": "sp", "groups": [0, 1]}), student, teacher, (1, 4, 4)).double()
+    assert set(both(x, y, 0.0).terms) == {"ce", "sp/g0", "sp/g1"}
+
+
 def test_baseline_is_plain_cross_entropy():
     student, _ = _nets(dtype=torch.float32)
     x, y = torch.randn(4, 1, 4, 4), torch.tensor([0, 1, 2, 0])
-    step = Objective(Method(), student, None, (1, 4, 4))(x, y, 0.0)
+    step = Objective(Method.from_config("baseline"), student, None, (1, 4, 4))(x, y, 0.0)
     assert step.loss.item() == pytest.approx(F.cross_entropy(student(x)[0], y).item())
 
 
@@ -116,14 +149,15 @@ def test_beta_schedules():
 
 
 @pytest.mark.parametrize("cfg, match", [
-    ({"name": "distill"}, "unknown method"),
-    ({"name": "kd", "beta": 1.0}, "takes no parameter"),
-    ({"name": "at", "beta": -1.0}, "beta"),
-    ({"name": "kd", "alpha": 1.5}, "alpha"),
-    ({"name": "kd", "T": 0}, "T"),
-    ({"name": "at", "mapping": "mean"}, "mapping"),
-    ({"name": "at", "groups": []}, "groups"),
-    ({"name": "at+kd", "beta_schedule": "cosine"}, "beta_schedule"),
+    # each message starts with the key it names
+    ({"name": "distill"}, r"^method\.name: unknown method 'distill'"),
+    ({"name": "kd", "beta": 1.0}, r"^method: method 'kd' takes no parameter\(s\) beta;"),
+    ({"name": "at", "beta": -1.0}, r"^method\.beta: expected a number >= 0, got -1\.0$"),
+    ({"name": "kd", "alpha": 1.5}, r"^method\.alpha: expected a weight in \[0, 1\], got 1\.5$"),
+    ({"name": "kd", "T": 0}, r"^method\.T: expected a temperature > 0, got 0$"),
+    ({"name": "at", "mapping": "mean"}, r"^method\.mapping: expected one of .*, got 'mean'$"),
+    ({"name": "at", "groups": []}, r"^method\.groups: expected a non-empty list"),
+    ({"name": "at+kd", "beta_schedule": "cosine"}, r"^method\.beta_schedule: expected one of .*, got 'cosine'$"),
 ])
 def test_bad_method_configs_are_clear_errors(cfg, match):
     with pytest.raises(ConfigError, match=match):
@@ -143,3 +177,17 @@ def test_groups_out_of_range_and_size_mismatch_without_resize():
     student, teacher = _nets(dtype=torch.float32)
     with pytest.raises(ConfigError, match="out of range"):
         Objective(Method.from_config({"name": "at", "groups": [2]}), student, teacher, (1, 4, 4))
+    with pytest.raises(ConfigError, match="out of range"):
+        Objective(Method.from_config({"name": "at", "groups": [-3]}), student, teacher, (1, 4, 4))
+    # a negative index counts from the last group, as in Python
+    assert Objective(Method.from_config({"name": "at", "groups": [-1]}), student, teacher, (1, 4, 4)).groups == (1,)
+
+
+def test_the_method_checks_and_the_formulas_name_the_same_mappings_and_forms():
+    from typing import get_args
+
+    from atlib import attention
+    from atlib.methods import _base, at
+
+    assert at.MAPPINGS == get_args(attention.MappingName) and at.NORMS == get_args(attention.NormName)
+    assert _base.FORMS == get_args(attention.Form)

@@ -24,6 +24,7 @@ from atlib.tracking import (
     Tracker,
     ensure_experiments,
     metric_key,
+    ranked_url,
     run_name,
     summary_experiment,
     sync_run,
@@ -64,7 +65,7 @@ def test_dag_runs_are_named_described_and_in_a_training_experiment(synthetic_dag
     assert exp.tags[EXPERIMENT_KIND[0]] == EXPERIMENT_KIND[1]  # MLflow's UI opens it on its runs
     runs = c.search_runs([exp.experiment_id])
     by_id = {r.info.run_id: r for r in runs}
-    assert len(runs) == 8
+    assert len(runs) == 10
     for r in runs:
         tags = r.data.tags
         m = json.loads((workdir / "results/runs" / tags["run"] / "metrics.json").read_text())
@@ -156,12 +157,15 @@ def test_a_run_sync_creates_is_named_and_described_as_its_job_named_it(synthetic
         assert synced.data.tags[key] == job.data.tags[key], key
 
 
-def test_the_dag_ends_with_the_url_of_each_runs_list(synthetic_dag):
+def test_the_dag_ends_with_atlib_browse_and_the_pages_it_opens(synthetic_dag):
     workdir, proc = synthetic_dag
     c = client(workdir)
-    for name in ("synthetic", summary_experiment("synthetic")):
-        assert f"{ui_url(c.get_experiment_by_name(name).experiment_id)}  (" in proc.stdout
-    assert "#/experiments/" in ui_url("1") and ui_url("1").endswith("/runs?workflowType=machine_learning")
+    table, exp, run = summary_of(workdir)
+    hint = proc.stdout.split("Browse the runs: ", 1)[1].splitlines()
+    assert hint[0].split()[1:3] == ["browse", "results/synthetic"]
+    assert hint[1:3] == [f"  {ranked_url(c.get_experiment_by_name('synthetic').experiment_id)}  (synthetic: its runs, "
+                         "ranked by test error)", f"  {ui_url(exp, run)}  ({table}: the table's summary run)"]
+    assert ui_url("1", "abc").endswith("/#/experiments/1/runs/abc?workflowType=machine_learning")
 
 
 def test_experiments_made_before_are_tagged_as_training_ones_and_a_kind_set_since_stays(tmp_path):
@@ -186,11 +190,14 @@ def test_tracker_logs_images_by_step_and_system_metrics_until_it_finishes(tmp_pa
     tracker = Tracker(uri, "e", "n", {"run": "r"}, {}, system_metrics=True)
     for step, colour in ((1, (255, 0, 0)), (2, (0, 0, 255))):
         tracker.log_image(pixels(colour), "attention", step)
-    time.sleep(1.0)
+    c = mlflow.MlflowClient(uri)
+    deadline = time.monotonic() + 60  # two samples, 0.2 s apart on an idle machine; bounded on a busy one
+    while len(c.get_metric_history(tracker.run_id, "system/cpu_utilization_percentage")) < 2:
+        assert time.monotonic() < deadline, "fewer than 2 system metric samples in 60 s"
+        time.sleep(0.1)
     tracker.finish()
     quiet = Tracker(uri, "e", "n", {"run": "q"}, {})  # off unless asked: a Tracker in a test, say
     quiet.finish()
-    c = mlflow.MlflowClient(uri)
     run = c.get_run(tracker.run_id)
     assert run.info.status == "FINISHED" and tracker.monitor is None
     assert len(c.get_metric_history(tracker.run_id, "system/cpu_utilization_percentage")) >= 2

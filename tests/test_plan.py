@@ -11,11 +11,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load(name: str) -> dict:
-    return yaml.safe_load((ROOT / "config" / name).read_text())
+    """A config of config/, or of tests/configs/ ("table1-fmnist.yaml": the planner's fixed Table 1 layout)."""
+    folder = ROOT / "tests" / "configs" if (ROOT / "tests" / "configs" / name).is_file() else ROOT / "config"
+    return yaml.safe_load((folder / name).read_text())
 
 
-def test_quick_plan_shares_one_teacher_trained_on_its_own_data():
-    plan = build_plan(load("quick.yaml"))
+def test_quick_plan_is_the_few_shot_studys_slice_with_its_runs():
+    quick, study = build_plan(load("quick.yaml")), build_plan(load("fewshot.yaml"))
+    # 5 seeds x (student, at, kd, at+kd) + one teacher for all of them
+    assert len(quick.runs) == 5 * 4 + 1
+    assert quick.teachers == {"fmnist-60k/teacher-1epoch/wrn-16-2/baseline/seed0"}
+    # the same ids with the same specs: a slice reuses the study's runs instead of training others
+    assert all(study.runs[run_id] == spec for run_id, spec in quick.runs.items())
+
+
+def test_table1_plan_shares_one_teacher_trained_on_its_own_data():
+    plan = build_plan(load("table1-fmnist.yaml"))
     # 5 seeds x (student baseline, at, factt, kd, at+kd) + one teacher for all of them
     assert len(plan.runs) == 5 * 5 + 1
     assert plan.teachers == {"fmnist-15k/quick-teacher/wrn-16-2/baseline/seed0"}
@@ -32,7 +43,7 @@ def test_quick_plan_shares_one_teacher_trained_on_its_own_data():
 
 
 def test_teacher_policy_per_table_and_row():
-    cfg = load("quick.yaml")
+    cfg = load("table1-fmnist.yaml")
     table = cfg["tables"]["table1"]
     # back to the students' own data and recipe, one teacher per seed: the old layout and run ids
     for key in ("teacher_dataset", "teacher_recipe"):
@@ -62,7 +73,7 @@ def test_evidence_plan_is_one_teacher_on_all_data_and_five_paired_seeds():
 
 
 def test_column_models_and_row_method_defaults():
-    cfg = load("quick.yaml")
+    cfg = load("table1-fmnist.yaml")
     table = cfg["tables"]["table1"]
     table["columns"] = ["student", "kd", {"label": "at", "method": "at",
                                           "student": {"name": "wrn-16-1"}, "teacher": "wrn-40-1"}]
@@ -120,7 +131,7 @@ def test_paper_setups_as_the_paper_ran_them():
 
 
 def test_fixed_teacher_seed_and_table_seeds():
-    cfg = load("quick.yaml")
+    cfg = load("table1-fmnist.yaml")
     cfg["teacher_seed"] = 3
     plan = build_plan(cfg)
     assert plan.teachers == {"fmnist-15k/quick-teacher/wrn-16-2/baseline/seed3"}
@@ -130,7 +141,7 @@ def test_fixed_teacher_seed_and_table_seeds():
 
 
 def test_variant_names_only_what_differs_from_the_config_defaults():
-    cfg = load("quick.yaml")
+    cfg = load("table1-fmnist.yaml")
     cfg["tables"]["table1"]["columns"] = [{"label": "F1_max", "method": {"name": "at", "mapping": "max", "p": 1}},
                                           {"label": "late", "method": {"name": "kd", "start_epoch": 4}}]
     plan = build_plan(cfg)
@@ -139,7 +150,7 @@ def test_variant_names_only_what_differs_from_the_config_defaults():
 
 
 def bad(mutate):
-    cfg = load("quick.yaml")
+    cfg = load("table1-fmnist.yaml")
     mutate(cfg)
     return cfg
 
@@ -171,7 +182,7 @@ def test_bad_configs_name_the_key(mutate, match):
 
 
 def test_missing_dataset_root_is_reported():
-    cfg = copy.deepcopy(load("quick.yaml"))
+    cfg = copy.deepcopy(load("table1-fmnist.yaml"))
     cfg["datasets"]["fmnist-1500"]["root"] = "/nonexistent/fmnist"
     problems = missing_data(build_plan(cfg))
     assert len(problems) == 1 and "/nonexistent/fmnist" in problems[0]
@@ -190,11 +201,11 @@ def test_plan_output_dir_is_results_name_from_where_it_runs(tmp_path, monkeypatc
     assert capsys.readouterr().out == f"{tmp_path.resolve() / 'out' / 'mine'}\n"
 
 
-# --- the README's setup table, checked against the plan of config/paper.yaml ----------------------------
+# --- docs/paper-setups.md's setup table, checked against the plan of config/paper.yaml ------------------
 
-def readme_setups() -> list[str]:
-    """The first cell of every row of the README's table of config/paper.yaml's setups."""
-    text = (ROOT / "README.md").read_text()
+def documented_setups() -> list[str]:
+    """The first cell of every row of docs/paper-setups.md's table of config/paper.yaml's setups."""
+    text = (ROOT / "docs/paper-setups.md").read_text()
     table = text.split("| setup | value | why |\n|---|---|---|\n", 1)[1].split("\n\n", 1)[0]
     return [line.split("|")[1].strip() for line in table.splitlines()]
 
@@ -450,10 +461,10 @@ SETUP_CHECKS = {
 }
 
 
-def test_every_row_of_the_readme_setup_table_has_a_check():
-    assert readme_setups() == list(SETUP_CHECKS)
+def test_every_row_of_the_documented_setup_table_has_a_check():
+    assert documented_setups() == list(SETUP_CHECKS)
 
 
-@pytest.mark.parametrize("setup", readme_setups())
-def test_paper_plan_carries_the_readme_setup(paper, setup):
+@pytest.mark.parametrize("setup", documented_setups())
+def test_paper_plan_carries_the_documented_setup(paper, setup):
     SETUP_CHECKS[setup](paper)

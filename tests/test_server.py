@@ -6,6 +6,7 @@ import argparse
 import base64
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -18,17 +19,24 @@ from pathlib import Path
 
 import pytest
 
-from atlib import server
+from atlib import cli, server
 
 # the subcommand as atlib's parser registers it (add_parser), run in its own process like `atlib mlflow-server`
 MAIN = ("import argparse, sys; from atlib import server; p = argparse.ArgumentParser(); "
         "server.add_parser(p.add_subparsers()); a = p.parse_args(); sys.exit(a.func(a))")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def served_url(proc: subprocess.Popen) -> tuple[list[str], str]:
+    """What ``atlib mlflow-server --port 0`` printed until its export line (printed once the server answers),
+    and the URL that line exports: the port the system chose."""
+    lines = []
+    while not (lines and lines[-1].startswith("export ")):
+        line = proc.stdout.readline()
+        assert line, f"exited with {proc.wait(timeout=60)} before it was ready: {lines}"
+        lines.append(line)
+    match = re.match(r"export MLFLOW_TRACKING_URI=(http://\S+:(\d+))", lines[-1])
+    assert match, lines
+    return lines, match.group(1)
 
 
 def post(url: str, endpoint: str, body: dict, login: tuple[str, str] | None = None) -> dict:
@@ -61,19 +69,14 @@ def test_allowed_hosts_name_this_machine_beyond_loopback():
 
 @pytest.mark.slow
 def test_server_answers_rest_calls_and_stops_on_sigterm(tmp_path: Path):
-    port = free_port()
     store, artifacts = tmp_path / "db/mlflow.db", tmp_path / "artifacts"
-    proc = subprocess.Popen([sys.executable, "-c", MAIN, "mlflow-server", "--port", str(port), "--store", str(store),
+    proc = subprocess.Popen([sys.executable, "-c", MAIN, "mlflow-server", "--port", "0", "--store", str(store),
                              "--artifacts", str(artifacts)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True)
     try:
-        lines = []
-        while not (lines and lines[-1].startswith("export ")):  # printed once the server answers
-            line = proc.stdout.readline()
-            assert line, f"exited with {proc.wait()} before it was ready: {lines}"
-            lines.append(line)
-        url = f"http://127.0.0.1:{port}"
-        assert lines[-1].strip() == f"export MLFLOW_TRACKING_URI={url}"
+        lines, url = served_url(proc)
+        port = int(url.rsplit(":", 1)[1])
+        assert url == f"http://127.0.0.1:{port}" and lines[0].startswith(f"MLflow server on {url}: store {store}")
 
         exp = post(url, "experiments/create", {"name": "served"})["experiment_id"]
         run = post(url, "runs/create", {"experiment_id": exp, "run_name": "r", "start_time": int(time.time() * 1000),
@@ -104,41 +107,31 @@ def without_auth() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_AUTH_")}
 
 
-def test_non_loopback_without_logins_is_refused_and_nothing_starts(tmp_path):
-    port, store = free_port(), tmp_path / "db/mlflow.db"
-    proc = subprocess.Popen([sys.executable, "-c", MAIN, "mlflow-server", "--host", "0.0.0.0", "--port", str(port),
-                             "--store", str(store)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=without_auth())
-    try:
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:  # it serves (it should not): stop it and its server's workers
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
-    assert (proc.returncode, out) == (2, "")
+def test_non_loopback_without_logins_is_refused_and_nothing_starts(tmp_path, monkeypatch, capsys):
+    for name in [n for n in os.environ if n.startswith("MLFLOW_AUTH_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(server.subprocess, "Popen", lambda *a, **k: pytest.fail("a server was started"))
+    store = tmp_path / "db/mlflow.db"
+    assert cli.main(["mlflow-server", "--host", "0.0.0.0", "--port", "5001", "--store", str(store)]) == 2
+    out, err = capsys.readouterr()
     [line] = err.splitlines()
-    assert line.startswith("atlib: mlflow-server: refusing to serve 0.0.0.0 without logins")
-    assert "MLFLOW_AUTH_ADMIN_PASSWORD" in line and "--insecure" in line
+    assert out == "" and line.startswith("atlib: mlflow-server: refusing to serve 0.0.0.0 without logins")
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" in line and "--insecure" in line and "port 5001" in line
     assert not store.parent.exists()
-    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
-        pass
 
 
 @pytest.mark.slow
 def test_non_loopback_with_an_admin_password_requires_logins(tmp_path, monkeypatch):
-    port, store, cwd = free_port(), tmp_path / "db/mlflow.db", tmp_path / "cwd"
+    store, cwd = tmp_path / "db/mlflow.db", tmp_path / "cwd"
     cwd.mkdir()
     password = secrets.token_urlsafe(16)
-    proc = subprocess.Popen([sys.executable, "-c", MAIN, "mlflow-server", "--host", "0.0.0.0", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-c", MAIN, "mlflow-server", "--host", "0.0.0.0", "--port", "0",
                              "--store", str(store), "--artifacts", str(tmp_path / "artifacts")], cwd=cwd,
                             env=without_auth() | {"MLFLOW_AUTH_ADMIN_PASSWORD": password},
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        lines = []
-        while not (lines and lines[-1].startswith("export ")):
-            line = proc.stdout.readline()
-            assert line, f"exited with {proc.wait()} before it was ready: {lines}"
-            lines.append(line)
+        lines, _ = served_url(proc)
+        port = int(lines[-1].split()[1].rsplit(":", 1)[1])
         public = server.url_of(server.public_name("0.0.0.0"), port)
         assert lines[-1].strip() == (f"export MLFLOW_TRACKING_URI={public} MLFLOW_TRACKING_USERNAME=admin "
                                      'MLFLOW_TRACKING_PASSWORD="$MLFLOW_AUTH_ADMIN_PASSWORD"')
@@ -182,16 +175,3 @@ def test_a_users_basic_auth_ini_is_used_as_it_is_and_no_login_line_is_guessed(tm
     assert server.serve(store=str(tmp_path / "db/mlflow.db"), artifacts=str(tmp_path / "a")) == 3
     assert seen["MLFLOW_AUTH_CONFIG_PATH"] == str(mine)
     assert not (tmp_path / "db/mlflow-auth.ini").exists()  # the user's file, not one atlib wrote
-
-
-def test_browse_hint_serves_the_store_the_jobs_log_to(tmp_path, monkeypatch):
-    from atlib.tracking import browse_hint
-
-    (tmp_path / "mlflow-experiments.tsv").write_text("quick\t7\n")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/other.db")
-    hint = browse_hint("results/mlflow.db", tmp_path)
-    assert hint.startswith(f"Browse the runs: mlflow ui --backend-store-uri sqlite:///{tmp_path}/other.db ")
-    assert "http://127.0.0.1:5000/#/experiments/7/runs?" in hint
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracker:5000")
-    assert browse_hint("results/mlflow.db", tmp_path).startswith(
-        "Browse the runs: open\n  http://tracker:5000/#/experiments/7/runs?")

@@ -3,19 +3,18 @@
 
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import SYNTHETIC
-from test_server import free_port
+from conftest import SYNTHETIC, store_in
 
 from atlib import cli, server
 from atlib.engine import train
@@ -86,33 +85,24 @@ def mlflow_state(uri: str, run_dir: Path, tags: Mapping[str, str] = TAGS) -> dic
             "params": run.data.params, "artifacts": artifacts}
 
 
-def mlflow_server(store: Path, artifacts: Path, port: int) -> subprocess.Popen:
-    """``mlflow server`` in a process group of its own, so that killing the group kills its workers too."""
-    cmd, env = server.command("127.0.0.1", port, store, artifacts)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    if not server.wait_ready(proc, f"http://127.0.0.1:{port}"):
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("mlflow server did not start")
-    return proc
+def mlflow_server(store: Path, artifacts: Path, port: int = 0) -> tuple[subprocess.Popen, int]:
+    """``mlflow server`` in a process group of its own (killing the group kills its workers too), and its port: one
+    the system chose (0), or ``port`` again, tried for a while should another process hold it meanwhile."""
+    for _ in range(20):
+        try:
+            return server.start("127.0.0.1", port, store, artifacts, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        except server.ServerError as e:
+            if not e.in_use:
+                pytest.fail(f"mlflow server: {e}")
+            time.sleep(1)
+    pytest.fail(f"port {port} stayed taken")
 
 
 def warnings_of(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("atlib: warning:")]
 
 
-@pytest.fixture(scope="session")
-def empty_store(tmp_path_factory) -> Path:
-    """A new MLflow SQLite store, made once: making one (its schema migrations) takes seconds."""
-    import mlflow
-
-    path = tmp_path_factory.mktemp("store") / "mlflow.db"
-    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
-def store_in(folder: Path, empty_store: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    return Path(shutil.copy(empty_store, folder / "mlflow.db"))
 
 
 @pytest.fixture
@@ -170,8 +160,7 @@ def test_store_locked_longer_than_the_retry_window_then_mlflow_sync(tmp_path, en
 @pytest.mark.slow
 def test_tracking_server_killed_mid_run_then_sync_against_it_served_again(tmp_path, env, empty_store, capsys):
     store, artifacts, run_dir = store_in(tmp_path, empty_store), tmp_path / "artifacts", tmp_path / "run"
-    port = free_port()
-    served = mlflow_server(store, artifacts, port)
+    served, port = mlflow_server(store, artifacts)
     tracker = Tracker(f"http://127.0.0.1:{port}", "faults", RUN, TAGS, CONFIG)  # as engine.train calls it
     history = [row(1), row(2), row(3)]
     try:
@@ -189,7 +178,7 @@ def test_tracking_server_killed_mid_run_then_sync_against_it_served_again(tmp_pa
     [warning] = warnings_of(capsys.readouterr().err)
     assert "MLflow failed at epoch 3" in warning and tracker.offline
 
-    served = mlflow_server(store, artifacts, port)  # at the address the jobs know
+    served, _ = mlflow_server(store, artifacts, port)  # at the address the jobs know
     try:
         uri = f"http://127.0.0.1:{port}"
         import mlflow

@@ -1,6 +1,9 @@
 # Helpers of the rules: paths and inputs, all read from the plan (atlib.plan).
 import json
+import time
 from pathlib import Path
+
+from atlib import preflight, progress
 
 
 def run_outputs(run_id):
@@ -37,3 +40,32 @@ def print_tables():
             print(path.read_text())
     print(f"Tables: {REPORT}/tables/  Summary: {REPORT}/summary.csv  Report: {REPORT}/report.md")
     print(browse_hint(PLAN.store, REPORT))  # the URLs of the runs lists (browse_hint: mlflow_summary.smk)
+
+
+PROGRESS = {}  # the progress watcher and when it started: set by onstart
+
+
+def start_progress():
+    """One line per finished run with done/total and an ETA (atlib.progress), from a thread of this process."""
+    resources = workflow.resource_settings.resources
+    try:
+        slots = resources["gpu"]
+    except (KeyError, TypeError):
+        slots = None
+    jobs = progress.jobs_at_once(workflow.local_exec, workflow.resource_settings.cores,
+                                 workflow.resource_settings.nodes, PLAN.threads, PLAN.resources["gpu"],
+                                 getattr(slots, "value", slots))
+    PROGRESS["since"] = time.time()
+    PROGRESS["watcher"] = progress.Watcher(PLAN, f"{RESULTS}/logs", jobs)
+    PROGRESS["watcher"].start()
+
+
+def stop_progress():
+    if "watcher" in PROGRESS:
+        PROGRESS["watcher"].stop()
+
+
+def print_failures():
+    """Each failed run's one-line reason from its log: on a cluster Snakemake shows none of a job's output."""
+    for line in preflight.failure_reasons(PLAN, f"{RESULTS}/logs", PROGRESS.get("since", 0.0)):
+        print(line)

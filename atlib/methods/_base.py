@@ -1,0 +1,193 @@
+"""What every method shares: the base class, the registry, and the parameters several methods take."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:  # only for annotations: this package imports no torch and nothing above it
+    from torch import Tensor
+
+    from ..losses import Objective, Step
+
+Check = Callable[[Any], bool]
+M = TypeVar("M", bound="type[Method]")
+
+REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(cls: M) -> M:
+    """Add a method class to the registry under its ``name``."""
+    if cls.name in REGISTRY:
+        raise ValueError(f"method {cls.name!r} is registered twice ({REGISTRY[cls.name].__module__}, {cls.__module__})")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def names() -> tuple[str, ...]:
+    return tuple(sorted(REGISTRY))  # not the order the modules happened to be imported in
+
+
+def lookup(name: Any, where: str = "method.name") -> type[Method]:
+    """The class of a method name; an unknown name is a ConfigError naming the key ``where``."""
+    cls = REGISTRY.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ConfigError(f"{where}: unknown method {name!r}; expected one of {', '.join(names())}")
+    return cls
+
+
+# --- parameters: a default and a check, declared as a dataclass field -----------------------------
+
+def param(default: Any, check: Check, expected: str) -> Any:
+    """A method parameter: its default, and the check its value must pass (``expected`` says what passes)."""
+    return dataclasses.field(default=default, metadata={"check": check, "expected": expected})
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def at_least(low: float) -> Check:
+    return lambda v: _number(v) and v >= low
+
+
+def above(low: float) -> Check:
+    return lambda v: _number(v) and v > low
+
+
+def one_of(*values: Any) -> Check:
+    return lambda v: v in values
+
+
+def integer(low: int) -> Check:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def boolean(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def group_list(v: Any) -> bool:
+    return v is None or (isinstance(v, tuple) and bool(v) and all(isinstance(g, int) and not isinstance(g, bool)
+                                                                   for g in v))
+
+
+GROUPS = "a non-empty list of group indices (0 the first, -1 the last), or null for every group"
+FORMS: tuple[str, ...] = ("code", "paper")  # the distance of two normalised vectors: atlib.attention.distance
+BETA_SCHEDULES: tuple[str, ...] = ("constant", "linear", "step")
+BETA_STEPS = (0.3, 0.6, 0.8)  # the "step" schedule: beta x BETA_GAMMA at these fractions of training
+BETA_GAMMA = 0.2
+
+
+def form(default: str = "code") -> Any:
+    return param(default, one_of(*FORMS), f"one of {', '.join(FORMS)}")
+
+
+def groups(default: tuple[int, ...] | None = None) -> Any:
+    return param(default, group_list, GROUPS)
+
+
+# --- the base classes ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Method:
+    """A training method: its parameters are the fields of a subclass (with defaults and checks), its loss
+    is :meth:`loss`. The class attributes say what the objective must provide."""
+
+    name: ClassVar[str]
+    needs_teacher: ClassVar[bool] = False
+    compares_groups: ClassVar[bool] = False  # the objective checks the student's and teacher's group shapes
+    adapters: ClassVar[bool] = False  # a trainable 1x1 convolution maps each student group to the teacher's width
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | str, where: str = "method") -> Method:
+        """Build from ``{"name": ..., **params}``; an unknown method, parameter or value is a ConfigError."""
+        cfg = {"name": cfg} if isinstance(cfg, str) else dict(cfg)
+        method = lookup(cfg.pop("name", None), f"{where}.name")
+        unknown = set(cfg) - method.parameters()
+        if unknown:
+            allowed = ", ".join(sorted(method.parameters())) or "none"
+            raise ConfigError(f"{where}: method {method.name!r} takes no parameter(s) {', '.join(sorted(unknown))}; "
+                              f"its parameters are: {allowed}")
+        # lists become tuples: a method is frozen and hashable
+        value = method(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+        value.check(where)
+        return value
+
+    @classmethod
+    def parameters(cls) -> frozenset[str]:
+        return frozenset(f.name for f in dataclasses.fields(cls))
+
+    def check(self, where: str = "method") -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if "check" in f.metadata and not f.metadata["check"](value):  # a plain field is not checked
+                raise ConfigError(f"{where}.{f.name}: expected {f.metadata['expected']}, got {value!r}")
+
+    def params(self) -> dict[str, Any]:
+        """The name and every parameter, for the run spec and logging."""
+        return {"name": self.name, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}
+
+    def transfers(self, epoch: int) -> bool:
+        """Whether the method's own loss is on in (0-based) ``epoch`` (before it, the loss is the plain CE)."""
+        return True
+
+    def logged_beta(self, progress: float) -> float | None:
+        """The weight of the transfer term at ``progress``, where it changes during training (logged per epoch)."""
+        return None
+
+    def sizes_must_match(self) -> bool:
+        """Whether a compared group must have the same height and width in the student and the teacher."""
+        return False
+
+    size_hint: ClassVar[str] = ""  # what to change when they do not (said after "needs equal sizes")
+
+    def loss(self, obj: Objective, x: Tensor, y: Tensor, progress: float) -> Step:
+        """The loss of one batch at ``progress`` in [0, 1) of training; ``obj`` holds the networks."""
+        raise NotImplementedError(f"{type(self).__name__} defines no loss")
+
+
+@dataclass(frozen=True)
+class Delayed(Method):
+    """A method whose own loss starts at a 1-based epoch, counted as the learning-rate milestones are: start_epoch
+    60 and a drop at epoch 60 act from the same step; 0 and 1: from the start (Table 5)."""
+
+    start_epoch: int = param(0, integer(0), "an integer >= 0")
+
+    def transfers(self, epoch: int) -> bool:
+        return epoch + 1 >= self.start_epoch
+
+
+@dataclass(frozen=True)
+class Weighted(Delayed):
+    """A transfer term weighted by beta."""
+
+    beta: float = param(1e3, at_least(0), "a number >= 0")
+
+    def beta_at(self, progress: float) -> float:
+        return self.beta
+
+    def logged_beta(self, progress: float) -> float | None:
+        return self.beta_at(progress) if self.start_epoch else None
+
+
+@dataclass(frozen=True)
+class Scheduled(Weighted):
+    """beta on a schedule over training: constant, linear decay to 0, or x0.2 at 30, 60 and 80%."""
+
+    beta_schedule: str = param("constant", one_of(*BETA_SCHEDULES), f"one of {', '.join(BETA_SCHEDULES)}")
+
+    def beta_at(self, progress: float) -> float:
+        """beta at ``progress`` in [0, 1] of training (0 on the first batch, 1 on the last)."""
+        if self.beta_schedule == "linear":
+            return self.beta * (1.0 - progress)
+        if self.beta_schedule == "step":
+            return self.beta * BETA_GAMMA ** sum(progress >= m for m in BETA_STEPS)
+        return self.beta
+
+    def logged_beta(self, progress: float) -> float | None:
+        return self.beta_at(progress) if self.beta_schedule != "constant" or self.start_epoch else None

@@ -1,0 +1,22 @@
+"""The baseline: the network's own cross-entropy (every teacher is trained so)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from ._base import Method, register
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from ..losses import Objective, Step
+
+
+@register
+@dataclass(frozen=True)
+class Baseline(Method):
+    name: ClassVar[str] = "baseline"
+
+    def loss(self, obj: Objective, x: Tensor, y: Tensor, progress: float) -> Step:
+        return obj.cross_entropy(x, y)
