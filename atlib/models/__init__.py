@@ -12,7 +12,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..rundir import METRICS, finished, load_state
 from ..spec import INITS, KNOWN, OPTIONS, family
-from . import factory, tv
+from . import factory
 from .nin import NIN, THIN_SCALE, nin_widths
 from .resnet import ResNet
 from .tap import Tapped, default_groups, trace
@@ -60,6 +60,8 @@ def tapped(name: str, in_channels: int, num_classes: int, image_size: tuple[int,
     """A torchvision classifier (``tv:NAME``) or a user's network (``package.module:factory``) returning the
     outputs of the modules ``groups`` names, or of its default groups (:func:`default_groups_of`)."""
     if family(name) == "tv":
+        from . import tv  # imports torchvision: see ResNet.__init__
+
         net, new = tv.build(name.removeprefix("tv:"), in_channels, num_classes, weights)
     else:
         net = factory.build(name, in_channels, num_classes)
@@ -74,6 +76,8 @@ def default_groups_of(name: str, net: nn.Module | None = None,
     """A tapped model's groups when its config names none: torchvision's fixed per family (atlib.models.tv.DEFAULTS,
     found at 224x224 whatever the data), a user's network ``net`` traced at the data's ``input_shape``."""
     if family(name) == "tv":
+        from . import tv
+
         return tv.groups_of(name.removeprefix("tv:"))
     if net is None or input_shape is None:
         raise ConfigError(f"model.options.groups: {name} names none, and its defaults are traced at the data's "
