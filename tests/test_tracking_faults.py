@@ -7,7 +7,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -85,18 +84,13 @@ def mlflow_state(uri: str, run_dir: Path, tags: Mapping[str, str] = TAGS) -> dic
             "params": run.data.params, "artifacts": artifacts}
 
 
-def mlflow_server(store: Path, artifacts: Path, port: int = 0) -> tuple[subprocess.Popen, int]:
-    """``mlflow server`` in a process group of its own (killing the group kills its workers too), and its port: one
-    the system chose (0), or ``port`` again, tried for a while should another process hold it meanwhile."""
-    for _ in range(20):
-        try:
-            return server.start("127.0.0.1", port, store, artifacts, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        except server.ServerError as e:
-            if not e.in_use:
-                pytest.fail(f"mlflow server: {e}")
-            time.sleep(1)
-    pytest.fail(f"port {port} stayed taken")
+def mlflow_server(store: Path, artifacts: Path) -> tuple[subprocess.Popen, int]:
+    """``mlflow server`` in a process group of its own (killing the group kills its workers too), on a port the
+    system chose as the server bound it: none is picked free first and then raced for."""
+    try:
+        return server.start("127.0.0.1", 0, store, artifacts, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except server.ServerError as e:
+        pytest.fail(f"mlflow server: {e}")
 
 
 def warnings_of(stderr: str) -> list[str]:
@@ -178,11 +172,16 @@ def test_tracking_server_killed_mid_run_then_sync_against_it_served_again(tmp_pa
     [warning] = warnings_of(capsys.readouterr().err)
     assert "MLflow failed at epoch 3" in warning and tracker.offline
 
-    served, _ = mlflow_server(store, artifacts, port)  # at the address the jobs know
+    # the same store served again; on a port of its own, which sync is given (the run's folder names no server)
+    served, port = mlflow_server(store, artifacts)
     try:
         uri = f"http://127.0.0.1:{port}"
         import mlflow
+        from mlflow.tracking._tracking_service import utils
 
+        # `atlib mlflow-sync` is a process of its own: MLflow's per-process cache of where each run's artifacts
+        # go (by run id, here still the killed server's address) starts empty there
+        utils._artifact_repos_cache.clear()
         partial = mlflow.MlflowClient(uri).get_run(tracker.run_id)
         assert partial.info.status == "RUNNING" and partial.data.metrics["epoch"] == 2  # what the job left
         changed = sync_run(run_dir, uri)
