@@ -107,6 +107,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def count(n: int, noun: str) -> str:
+    """``n`` and the noun, plural unless n is 1: "1 teacher", "3 teachers"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     plan = load_plan(args.config)
     if args.output_dir:
@@ -120,8 +125,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 2
     for run_id in plan.runs:
         print(run_id)
-    print(f"{len(plan.runs)} runs ({len(plan.teachers)} teachers, {len(plan.teacher_of)} distilled students), "
-          f"{len(plan.tables)} tables", file=sys.stderr)
+    print(f"{count(len(plan.runs), 'run')} ({count(len(plan.teachers), 'teacher')}, "
+          f"{count(len(plan.teacher_of), 'distilled student')}), {count(len(plan.tables), 'table')}", file=sys.stderr)
     return 0
 
 

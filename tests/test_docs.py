@@ -110,3 +110,20 @@ def test_a_broken_link_and_a_missing_anchor_are_reported(tmp_path):
     got = broken(page)
     assert [g.split(":")[0] for g in got] == ["docs/b.md", "docs/a.md#nowhere", "#a"]
 
+
+
+def test_the_readmes_own_pair_is_the_shipped_config_and_plans_as_it_says():
+    """The README's YAML lines are config/own-pair.yaml's, and the run count it states is the plan's."""
+    import textwrap
+
+    import yaml
+
+    from atlib.plan import build_plan
+
+    section = (ROOT / "README.md").read_text().split("## Your own pairs and methods", 1)[1].split("\n## ", 1)[0]
+    snippet = yaml.safe_load(textwrap.dedent(re.search(r"```yaml\n(.*?)```", section, re.S).group(1)))
+    config = yaml.safe_load((ROOT / "config/own-pair.yaml").read_text())
+    table = next(iter(config["tables"].values()))
+    assert snippet == {key: table[key] for key in snippet} and set(snippet) == {"columns", "rows"}
+    runs = int(re.search(r"lists its (\d+) runs", section).group(1))
+    assert runs == len(build_plan(config).runs)

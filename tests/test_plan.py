@@ -468,3 +468,14 @@ def test_every_row_of_the_documented_setup_table_has_a_check():
 @pytest.mark.parametrize("setup", documented_setups())
 def test_paper_plan_carries_the_documented_setup(paper, setup):
     SETUP_CHECKS[setup](paper)
+
+
+def test_atlib_plan_counts_runs_in_words(capsys):
+    """config/quick.yaml by hand: one teacher (teacher_seed 0); five seeds of the student baseline and of AT,
+    KD and AT+KD, the last three distilled: 1 + 5 + 15 = 21 runs, in one table."""
+    from atlib import cli
+
+    assert cli.main(["plan", str(ROOT / "config/quick.yaml")]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 21
+    assert err.splitlines()[-1] == "21 runs (1 teacher, 15 distilled students), 1 table"
