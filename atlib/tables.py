@@ -7,6 +7,7 @@ that a concurrent writer could race.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -136,6 +137,22 @@ def wide(long: pd.DataFrame, plan: Plan, table: str) -> list[list[str]]:
     return lines
 
 
+def legend(lines: list[list[str]]) -> str:
+    """What the table's cells mean: the median always, each mark only where a cell of ``lines`` carries it."""
+    kinds = {kind: [cell for line in lines if line[1] == kind for cell in line[2:]] for kind in ("ours", "paper")}
+    parts = ["Test error (%): median over seeds [min–max] and the number of runs"]
+    if any(re.search(r"n=\d+/\d+$", cell) for cell in kinds["ours"]):
+        parts.append("n=k/N: k of the N planned runs finished")
+    if "–" in kinds["ours"]:
+        parts.append("– in ours: no run of the cell finished yet")
+    if "–" in kinds["paper"]:
+        parts.append("– in paper: the paper gives no number for the cell")
+    text = "; ".join(parts) + "."
+    if any("†" in cell for cell in kinds["paper"]):
+        text += " † marks a paper number not confirmed from a readable copy."
+    return text
+
+
 def write_tables(plan: Plan, summary: pd.DataFrame, out_dir: Path) -> dict[str, str]:
     """Write ``<table>.md`` and ``<table>.csv`` per table; returns the Markdown text of each."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,10 +160,9 @@ def write_tables(plan: Plan, summary: pd.DataFrame, out_dir: Path) -> dict[str, 
     texts = {}
     for table, layout in plan.tables.items():
         headers = ["row", ""] + layout["columns"]
-        body = tabulate(wide(long, plan, table), headers=headers, tablefmt="github")
-        note = ("Test error (%): median over seeds [min–max] and the number of runs; "
-                "– marks a run not (yet) finished. † marks a paper number not confirmed from a readable copy.")
-        text = f"## {layout['title']}\n\n{body}\n\n{note}\n"
+        lines = wide(long, plan, table)
+        body = tabulate(lines, headers=headers, tablefmt="github")
+        text = f"## {layout['title']}\n\n{body}\n\n{legend(lines)}\n"
         (out_dir / f"{table}.md").write_text(text)
         long[long.table == table].to_csv(out_dir / f"{table}.csv", index=False)
         texts[table] = text

@@ -11,7 +11,7 @@ from conftest import ROOT, snakemake
 
 from atlib.plan import build_plan
 from atlib.rundir import write_metrics
-from atlib.tables import aggregate, cells
+from atlib.tables import aggregate, cells, legend
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +101,13 @@ def test_snakemake_report_is_one_self_contained_file_with_every_table_and_figure
     assert figures and all(name in html for name in figures)
     for name in ("table1.md", "report.md", "Verdicts", "Figures", "Tables"):
         assert name in html, name
+
+
+def test_a_tables_legend_explains_exactly_the_marks_its_cells_carry():
+    median = "Test error (%): median over seeds [min–max] and the number of runs"
+    complete = [["row", "ours", "31.12 [28.55–32.52] n=5", "12.58 n=1"]]  # no paper line, nothing missing
+    assert legend(complete) == median + "."
+    partial = [["row", "ours", "7.10 [7.0–7.2] n=3/5", "–"], ["", "paper", "6.31†", "–"], ["", "Δ", "+0.79", "–"]]
+    assert legend(partial) == (median + "; n=k/N: k of the N planned runs finished; – in ours: no run of the cell "
+                               "finished yet; – in paper: the paper gives no number for the cell. † marks a paper "
+                               "number not confirmed from a readable copy.")
