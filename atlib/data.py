@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from .datafiles import FMNIST_FILES, fmnist_files
 from .spec import AUGMENTATIONS, ConfigError, DataConfig, DataError
 
 # Zagoruyko's CIFAR code uses these per-channel statistics (0..255 scale).
@@ -34,12 +35,6 @@ FMNIST_STD = (0.3530,)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-FMNIST_FILES = {
-    "train_x": "train-images-idx3-ubyte",
-    "train_y": "train-labels-idx1-ubyte",
-    "test_x": "t10k-images-idx3-ubyte",
-    "test_y": "t10k-labels-idx1-ubyte",
-}
 SYNTHETIC_SEED = 20170101  # fixed, so every run (and train and test) shares the class patterns
 
 def _mix(*values: int) -> int:
@@ -263,10 +258,10 @@ def _take(wanted: int | None, available: int, key: str, where: Path | str) -> in
 # --- Fashion-MNIST ------------------------------------------------------------------------------
 
 def _fashion_mnist(cfg: DataConfig, root: Path) -> TensorSource:
-    paths = _find_idx(root)
+    paths = fmnist_files(root)
     if any(p is None for p in paths.values()) and cfg.download:
         _download_fashion_mnist(root)
-        paths = _find_idx(root)
+        paths = fmnist_files(root)
     missing = [FMNIST_FILES[k] for k, p in paths.items() if p is None]
     if missing:
         raise DataError(f"Fashion-MNIST not found in {root}: missing {', '.join(missing)} "
@@ -289,15 +284,6 @@ def _fashion_mnist(cfg: DataConfig, root: Path) -> TensorSource:
                         f"got {tuple(xs[0].shape[2:])} and {tuple(xs[1].shape[2:])}")
     ys = [_labels(arrays[k], 10, paths[k] or root) for k in ("train_y", "test_y")]
     return _subset(cfg, xs, ys, 10, FMNIST_MEAN, FMNIST_STD, pad=4, where=root)
-
-
-def _find_idx(root: Path) -> dict[str, Path | None]:
-    """Debian's flat layout first, then torchvision's ``FashionMNIST/raw``; gzipped or not."""
-    found: dict[str, Path | None] = {}
-    for key, name in FMNIST_FILES.items():
-        candidates = [d / f for d in (root, root / "FashionMNIST" / "raw") for f in (name + ".gz", name)]
-        found[key] = next((p for p in candidates if p.is_file()), None)
-    return found
 
 
 def _download_fashion_mnist(root: Path) -> None:

@@ -27,13 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .datafiles import FMNIST_FILES, fmnist_files
 from .rundir import finished, run_dir
 from .runkey import RunKey
 from .spec import ConfigError, DataConfig, DataError, ModelSpec, Recipe
 
-# the original Fashion-MNIST release: Debian's flat folder, or torchvision's FashionMNIST/raw; gzipped or not
-FMNIST_FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
-                "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte"}
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_BATCH = 10_000  # images in each of CIFAR-10's python batch files (torchvision checks their MD5 sums)
 # torchvision's ImageFolder extensions (torchvision.datasets.folder.IMG_EXTENSIONS)
@@ -96,15 +94,6 @@ def idx_labels(path: Path) -> bytes:
     if len(labels) != n:
         raise DataError(f"{path}: its header declares {n} labels but it holds {len(labels)}; it is truncated")
     return labels
-
-
-def fmnist_files(root: Path) -> dict[str, Path | None]:
-    """Each Fashion-MNIST file's path under ``root`` (None where missing), as atlib.data looks for them."""
-    found: dict[str, Path | None] = {}
-    for key, name in FMNIST_FILES.items():
-        candidates = [d / f for d in (root, root / "FashionMNIST" / "raw") for f in (name + ".gz", name)]
-        found[key] = next((p for p in candidates if p.is_file()), None)
-    return found
 
 
 def _fashion_mnist(root: Path) -> Holdings:
