@@ -109,11 +109,7 @@ def _compared_groups(method: Method, s_shapes: list[torch.Size], t_shapes: list[
     n = len(s_shapes)
     if n != len(t_shapes):
         raise ConfigError(f"method.groups: student has {n} groups, teacher has {len(t_shapes)}")
-    groups = getattr(method, "groups", None)
-    groups = tuple(range(n)) if groups is None else groups
-    if any(not -n <= g < n for g in groups):
-        raise ConfigError(f"method.groups: {list(groups)} out of range for {n} groups (0 is the first, -1 the last)")
-    return tuple(g % n for g in groups)
+    return method.group_indices(n)
 
 
 def _transfer(obj: Objective, x: Tensor, y: Tensor, name: str, term: Term | None, weight: float,

@@ -111,3 +111,6 @@ def test_a_tables_legend_explains_exactly_the_marks_its_cells_carry():
     assert legend(partial) == (median + "; n=k/N: k of the N planned runs finished; – in ours: no run of the cell "
                                "finished yet; – in paper: the paper gives no number for the cell. † marks a paper "
                                "number not confirmed from a readable copy.")
+    # one mark alone: a missing paper number explains only itself, not a run missing from ours
+    no_paper = [["row", "ours", "31.12 [28.55–32.52] n=5"], ["", "paper", "–"], ["", "Δ", "–"]]
+    assert legend(no_paper) == median + "; – in paper: the paper gives no number for the cell."

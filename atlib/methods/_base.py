@@ -91,6 +91,10 @@ def groups(default: tuple[int, ...] | None = None) -> Any:
     return param(default, group_list, GROUPS)
 
 
+def schedule(default: str = "constant") -> Any:
+    return param(default, one_of(*BETA_SCHEDULES), f"one of {', '.join(BETA_SCHEDULES)}")
+
+
 # --- the base classes ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -140,6 +144,17 @@ class Method:
         """The weight of the transfer term at ``progress``, where it changes during training (logged per epoch)."""
         return None
 
+    def group_indices(self, n: int) -> tuple[int, ...]:
+        """The method's ``groups`` among ``n`` as indices from 0 (-1 is the last); all of them for None, or
+        without the parameter. An index outside -n..n-1 is a ConfigError."""
+        chosen = getattr(self, "groups", None)
+        if chosen is None:
+            return tuple(range(n))
+        if any(not -n <= g < n for g in chosen):
+            raise ConfigError(f"method.groups: {list(chosen)} out of range for {n} groups "
+                              "(0 is the first, -1 the last)")
+        return tuple(g % n for g in chosen)
+
     def sizes_must_match(self) -> bool:
         """Whether a compared group must have the same height and width in the student and the teacher."""
         return False
@@ -179,7 +194,7 @@ class Weighted(Delayed):
 class Scheduled(Weighted):
     """beta on a schedule over training: constant, linear decay to 0, or x0.2 at 30, 60 and 80%."""
 
-    beta_schedule: str = param("constant", one_of(*BETA_SCHEDULES), f"one of {', '.join(BETA_SCHEDULES)}")
+    beta_schedule: str = schedule()
 
     def beta_at(self, progress: float) -> float:
         """beta at ``progress`` in [0, 1] of training (0 on the first batch, 1 on the last)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from ._base import BETA_SCHEDULES, one_of, param, register
+from ._base import register, schedule
 from .at import AT
 from .kd import KD
 
@@ -21,7 +21,7 @@ class ATKD(AT, KD):
     name: ClassVar[str] = "at+kd"
 
     # The paper decays beta for AT+KD (and F-ActT), publishing no schedule: it decays linearly to 0.
-    beta_schedule: str = param("linear", one_of(*BETA_SCHEDULES), f"one of {', '.join(BETA_SCHEDULES)}")
+    beta_schedule: str = schedule("linear")
 
     def loss(self, obj: Objective, x: Tensor, y: Tensor, progress: float) -> Step:
         return obj.transfer(x, y, "at", self.at_term, self.beta_at(progress), kd=self.kd_term)

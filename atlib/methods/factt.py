@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from ._base import BETA_SCHEDULES, Scheduled, form, groups, one_of, param, register
+from ._base import Scheduled, form, groups, register, schedule
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -33,7 +33,7 @@ class FActT(Scheduled):
 
     # Section 4.1.2: "decay beta in eq. 2 during training as these give better performance"; no schedule is
     # published, so it decays linearly to 0.
-    beta_schedule: str = param("linear", one_of(*BETA_SCHEDULES), f"one of {', '.join(BETA_SCHEDULES)}")
+    beta_schedule: str = schedule("linear")
     groups: tuple[int, ...] | None = groups()
     form: str = form()
 

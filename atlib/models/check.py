@@ -137,12 +137,13 @@ def _pair_problem(run_id: str, spec: Mapping[str, Any], data: DataConfig, where:
                 f"{student.name} has {len(s.names)} ({', '.join(s.names)}) and {teacher.name} has {len(t.names)} "
                 f"({', '.join(t.names)}); expected lists of the same length (set options.groups on either)")
     n = len(s.names)
-    chosen = getattr(method, "groups", None)
-    if chosen is not None and any(not -n <= g < n for g in chosen):
-        return (f"{where.get(run_id, 'student')}: method {method.name!r} has groups {list(chosen)}, but the networks "
-                f"have {n} groups; expected indices from 0 to {n - 1} (-1 the last)")
+    try:
+        compared = method.group_indices(n)
+    except ConfigError:
+        return (f"{where.get(run_id, 'student')}: method {method.name!r} has groups {list(method.groups)}, but the "
+                f"networks have {n} groups; expected indices from 0 to {n - 1} (-1 the last)")
     if method.sizes_must_match():
-        for g in sorted({i % n for i in chosen} if chosen is not None else range(n)):
+        for g in sorted(set(compared)):
             if s.sizes[g] != t.sizes[g]:
                 return (f"{at}: group {g} is {s.names[g]} {s.sizes[g]} in {student.name} and {t.names[g]} "
                         f"{t.sizes[g]} in {teacher.name}; method {method.name!r} needs equal sizes")
