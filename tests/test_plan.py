@@ -479,3 +479,18 @@ def test_atlib_plan_counts_runs_in_words(capsys):
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == 21
     assert err.splitlines()[-1] == "21 runs (1 teacher, 15 distilled students), 1 table"
+
+
+def test_the_quick_setup_the_readme_states_is_the_planned_one():
+    """README: a WRN-16-2 teacher trained on all 60,000 Fashion-MNIST images (one epoch, config/fewshot.yaml's
+    header), WRN-16-1 students on 20 images per class, plain and under AT, KD and AT+KD, five paired seeds, every
+    student taught by the one teacher."""
+    plan = build_plan(yaml.safe_load((ROOT / "config/quick.yaml").read_text()))
+    specs = list(plan.runs.values())
+    [teacher] = [s for s in specs if s["model"]["name"] == "wrn-16-2"]
+    assert teacher["dataset"] == {"name": "fashion-mnist"} and teacher["recipe"]["epochs"] == 1
+    students = [s for s in specs if s["model"]["name"] == "wrn-16-1"]
+    assert {(s["method"]["name"], s["seed"]) for s in students} == {
+        (m, seed) for m in ("baseline", "at", "kd", "at+kd") for seed in range(5)}
+    assert all(s["dataset"]["name"] == "fashion-mnist" and s["dataset"]["per_class"] == 20 for s in students)
+    assert {s["teacher"]["run_dir"] for s in students if s.get("teacher")} == {plan.run_dir(teacher["run_id"])}

@@ -1,13 +1,12 @@
 """The run key owns the run id: every id a shipped config plans formats back from its parsed key."""
 
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from atlib.plan import load_plan
 from atlib.runkey import RunIdError, RunKey
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [ROOT / "config" / f"{n}.yaml" for n in ("quick", "evidence", "fewshot", "paper")] + sorted(
     (ROOT / "tests/configs").glob("*.yaml"))
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
 
 
 def run(*cmd: str | Path, cwd: Path) -> subprocess.CompletedProcess:
