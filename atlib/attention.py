@@ -99,10 +99,20 @@ def at_loss(
     interpolation when ``resize`` is set (no information of the finer map is thrown away);
     otherwise a size mismatch is an error.
     """
-    hs, ht = tuple(s.shape[-2:]), tuple(t.shape[-2:])
+    return at_loss_to_map(s, spatial_map(fp32(t), mapping, p), mapping, p, norm, form, resize)
+
+
+def at_loss_to_map(
+    s: Tensor, qt: Tensor, mapping: MappingName = "sum", p: float = 2.0, norm: NormName = "l2",
+    form: Form = "code", resize: bool = True,
+) -> Tensor:
+    """:func:`at_loss` given the teacher's unnormalised map ``qt`` = F(A_T) (B, H, W) instead of its activation: all
+    that the loss reads of the teacher, so a run can compute it once per input (atlib.teacher_cache)."""
+    hs, ht = tuple(s.shape[-2:]), tuple(qt.shape[-2:])
     size = None
     if hs != ht:
         if not resize:
             raise ValueError(f"student map {hs} and teacher map {ht} differ and resize is off")
         size = max(hs, ht, key=lambda hw: hw[0] * hw[1])
-    return distance(attention(s, mapping, p, norm, size) - attention(t, mapping, p, norm, size), form)
+    qs = attention(s, mapping, p, norm, size)
+    return distance(qs - normalize(qt if size is None else resize_to(qt, size), norm), form)

@@ -50,11 +50,26 @@ class Source(ABC):
     input_shape: tuple[int, int, int]
     train_size: int
     test_size: int
+    # How many distinct training inputs one image can become under the augmentation: 1 (none), 2 (flips), or
+    # None (random crops, or images decoded on the fly: too many to enumerate). A finite number lets a run
+    # compute its teacher's outputs once per view (atlib.teacher_cache).
+    views_per_image: int | None = None
 
     @abstractmethod
     def train_batches(self, epoch: int, seed: int, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         """Shuffled, augmented, normalised batches; a function of ``(seed, epoch)`` only, so resuming repeats
         them exactly. A final partial batch is kept unless it has a single image (BatchNorm needs two)."""
+
+    def viewed_batches(self, epoch: int, seed: int, batch_size: int
+                       ) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
+        """:meth:`train_batches` with each image's view: its position in :meth:`all_views` (None when the views
+        are not finite)."""
+        for x, y in self.train_batches(epoch, seed, batch_size):
+            yield x, y, None
+
+    def all_views(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """Every view of every training image once, normalised, image i's views at i*V .. i*V+V-1."""
+        raise NotImplementedError(f"{type(self).__name__} has no finite set of views")
 
     def train_steps(self, batch_size: int) -> int:
         """How many batches :meth:`train_batches` yields: ceil(n / batch_size), less a final batch of one."""
@@ -145,16 +160,38 @@ class TensorSource(Source):
     def normalise(self, x: Tensor) -> Tensor:
         return x.float() * self.scale + self.shift
 
+    @property
+    def views_per_image(self) -> int | None:  # type: ignore[override]
+        return None if self.pad else 1 + int(self.flip)
+
     def train_batches(self, epoch: int, seed: int, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for x, y, _ in self.viewed_batches(epoch, seed, batch_size):
+            yield x, y
+
+    def viewed_batches(self, epoch: int, seed: int, batch_size: int
+                       ) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
         # Drawn on the CPU, whatever the device, so a run gives the same batches on any hardware.
         g = torch.Generator().manual_seed(_mix(seed, epoch))
         n, device = self.train_size, self.train_x.device
         order = torch.randperm(n, generator=g).to(device)
         offsets = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=g).to(device)
         flips = (torch.randint(0, 2, (n,), generator=g) == 1).to(device) & self.flip
+        views = self.views_per_image
         for start, stop in _spans(n, batch_size, train=True):
-            idx = order[start:stop]
-            x = self._crop_flip(idx, offsets[start:stop], flips[start:stop])
+            idx, flip = order[start:stop], flips[start:stop]
+            x = self._crop_flip(idx, offsets[start:stop], flip)
+            yield self.normalise(x), self.train_y[idx], None if views is None else idx * views + flip.long()
+
+    def all_views(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        views = self.views_per_image
+        if views is None:
+            raise NotImplementedError("random crops have no finite set of views")
+        device = self.train_x.device
+        for start, stop in _spans(self.train_size * views, batch_size, train=False):
+            view = torch.arange(start, stop, device=device)
+            idx = view // views
+            offsets = torch.zeros(len(view), 2, dtype=torch.long, device=device)
+            x = self._crop_flip(idx, offsets, view % views == 1)
             yield self.normalise(x), self.train_y[idx]
 
     def _crop_flip(self, idx: Tensor, offsets: Tensor, flips: Tensor) -> Tensor:

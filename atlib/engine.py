@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import STARTED, __version__, rundir
+from . import STARTED, __version__, rundir, teacher_cache
 from .data import Source, load, set_augmentation
 from .losses import Objective, Step
 from .models import build_model, num_parameters, without_weight_files
@@ -221,6 +221,8 @@ class Run:
     teacher_info: dict[str, Any] | None  # SHA-256, MLflow run and test error of the teacher
     objective: Objective
     optimizer: torch.optim.Optimizer
+    cache: teacher_cache.TeacherCache | None = None  # the teacher's outputs per input, computed once
+    teacher_outputs: dict[str, Any] | None = None  # which path the teacher's outputs take: cached, live, none
 
     @property
     def precision(self) -> str:
@@ -269,7 +271,9 @@ def build_run(spec: RunSpec) -> Run:
     r = spec.recipe
     optimizer = torch.optim.SGD([p for p in objective.parameters() if p.requires_grad], lr=r.lr,
                                 momentum=r.momentum, weight_decay=r.weight_decay, nesterov=r.nesterov)
-    return Run(spec, device, source, student, teacher, teacher_info, objective, optimizer)
+    run = Run(spec, device, source, student, teacher, teacher_info, objective, optimizer)
+    run.cache, run.teacher_outputs = teacher_cache.prepare(objective, source, r, run.amp)
+    return run
 
 
 def run_tags(spec: RunSpec, teacher_info: dict[str, Any] | None) -> dict[str, str]:
@@ -309,6 +313,10 @@ def train_epochs(run: Run, out_dir: Path, log: Log = print) -> dict[str, Any]:
         log(f"[{spec.run_id}] resuming after epoch {start}/{r.epochs} from {rundir.checkpoint_file(out_dir)}")
 
     tags = run_tags(spec, run.teacher_info)  # also in metrics.json: atlib mlflow-sync tags a run it creates alike
+    if run.teacher_outputs and run.teacher_outputs["path"] != "none":
+        tags["teacher_outputs"] = run.teacher_outputs["path"]
+        detail = ", ".join(f"{k} {v}" for k, v in run.teacher_outputs.items() if k != "path")
+        log(f"[{spec.run_id}] teacher outputs: {run.teacher_outputs['path']} ({detail})")
     tracker: Tracker | NullTracker = NullTracker()
     if spec.tracking.get("enabled", True):
         tracker = Tracker(tracking_uri(spec.tracking.get("store")), spec.tracking.get("experiment", "atlib"),
@@ -323,7 +331,7 @@ def train_epochs(run: Run, out_dir: Path, log: Log = print) -> dict[str, Any]:
     startup = time.perf_counter() - STARTED  # imports, data load, model build, MLflow: all but the epochs
     try:
         for epoch in range(start, r.epochs):
-            row = _train_epoch(run.objective, run.optimizer, source, spec, epoch, run.amp, log)
+            row = _train_epoch(run.objective, run.optimizer, source, spec, epoch, run.amp, log, run.cache)
             if r.evaluates(epoch):
                 row["test_error"], row["test_error_top5"] = evaluate(student, source, r.eval_batch_size, run.amp)
                 best = min(best, row["test_error"])
@@ -361,7 +369,8 @@ def train_epochs(run: Run, out_dir: Path, log: Log = print) -> dict[str, Any]:
         "num_parameters": num_parameters(student), "checkpoint_sha256": rundir.sha256(model_path),
         "checkpoint_bytes": model_path.stat().st_size,
         "train_seconds": sum(h["epoch_seconds"] for h in history), "startup_seconds": startup,
-        "teacher": run.teacher_info, "mlflow_run_id": mlflow_id, "config": spec.to_dict(),
+        "teacher": run.teacher_info, "teacher_outputs": run.teacher_outputs, "mlflow_run_id": mlflow_id,
+        "config": spec.to_dict(),
         "environment": {**environment(run.device), "precision": run.precision}, "tags": tags,
     }
     tracker.log_artifact(rundir.write_metrics(out_dir, metrics))
@@ -433,10 +442,11 @@ def load_checkpoint(folder: Path, objective: nn.Module, optimizer: torch.optim.O
 
 
 def train_step(objective: Objective, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, progress: float,
-               amp: Any = nullcontext, transfer: bool = True) -> Step:
-    """One optimisation step of any method (the unit that benchmarks/train_step.py times)."""
+               amp: Any = nullcontext, transfer: bool = True, taught: dict[str, Tensor] | None = None) -> Step:
+    """One optimisation step of any method (the unit that benchmarks/train_step.py times); ``taught``: the batch's
+    teacher targets looked up in the run's cache, or None to run the teacher."""
     with amp():
-        out = objective(x, y, progress=progress, transfer=transfer)
+        out = objective(x, y, progress=progress, transfer=transfer, taught=taught)
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     optimizer.step()
@@ -463,7 +473,8 @@ def start_epoch(optimizer: torch.optim.Optimizer, recipe: Any, epoch: int) -> fl
 
 
 def _train_epoch(objective: Objective, optimizer: torch.optim.Optimizer, source: Source, spec: RunSpec,
-                 epoch: int, amp: Any, log: Log) -> dict[str, float]:
+                 epoch: int, amp: Any, log: Log, cache: teacher_cache.TeacherCache | None = None
+                 ) -> dict[str, float]:
     r = spec.recipe
     lr = start_epoch(optimizer, r, epoch)
     transfer = spec.method.transfers(epoch)
@@ -483,10 +494,11 @@ def _train_epoch(objective: Objective, optimizer: torch.optim.Optimizer, source:
     term_sums: dict[str, Tensor] = {}
     seen = 0
     t0 = time.perf_counter()
-    for step, (x, y) in enumerate(source.train_batches(epoch, spec.seed, r.batch_size)):
+    for step, (x, y, views) in enumerate(source.viewed_batches(epoch, spec.seed, r.batch_size)):
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        out = train_step(objective, optimizer, x, y, progress(epoch, step, steps, r.epochs), amp, transfer)
+        taught = cache.rows(views) if cache is not None and transfer and views is not None else None
+        out = train_step(objective, optimizer, x, y, progress(epoch, step, steps, r.epochs), amp, transfer, taught)
         n = len(y)
         loss = out.loss.detach()
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)

@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from .attention import distance
 from .spec import ConfigError, Method
 
-Term = Callable[[int, Tensor, Tensor], Tensor]  # (position in the compared groups, student's, teacher's) -> loss
+# (position in the compared groups, student's activation, what the method reads of the teacher's) -> loss
+Term = Callable[[int, Tensor, Tensor], Tensor]
 
 
 def input_gradient(model: nn.Module, x: Tensor, y: Tensor, create_graph: bool) -> tuple[Tensor, Tensor]:
@@ -61,6 +62,7 @@ class Objective(nn.Module):
         self.teacher = teacher
         self.adapters = nn.ModuleList()
         self.groups: tuple[int, ...] = ()
+        self._given: dict[str, Tensor] | None = None  # the batch's teacher targets, when the step looked them up
         if method.compares_groups:
             s_shapes = _probe(student, input_shape, device)
             t_shapes = _probe(teacher, input_shape, device)
@@ -80,10 +82,25 @@ class Objective(nn.Module):
         with torch.inference_mode():
             return self.teacher(x)
 
-    def forward(self, x: Tensor, y: Tensor, progress: float, transfer: bool = True) -> Step:
+    def taught(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """What the method reads of the teacher for this batch (``method.teacher_targets``): the rows the step was
+        given, computed once per input before training (atlib.teacher_cache), or else the live teacher's."""
+        if self._given is not None:
+            return self._given
+        return self.method.teacher_targets(self, x, y)
+
+    def forward(self, x: Tensor, y: Tensor, progress: float, transfer: bool = True,
+                taught: dict[str, Tensor] | None = None) -> Step:
         """The loss of one batch at ``progress`` in [0, 1) of training; ``transfer=False`` (before the
-        method's start epoch) is the student's plain cross-entropy, without running the teacher."""
-        return self.method.loss(self, x, y, progress) if transfer else self.cross_entropy(x, y)
+        method's start epoch) is the student's plain cross-entropy, without running the teacher. ``taught``:
+        the batch's teacher targets, looked up instead of running the teacher."""
+        if not transfer:
+            return self.cross_entropy(x, y)
+        self._given = taught
+        try:
+            return self.method.loss(self, x, y, progress)
+        finally:
+            self._given = None
 
     # --- the shapes of loss a method composes (atlib.methods) -----------------------------------
 
@@ -119,14 +136,14 @@ def _transfer(obj: Objective, x: Tensor, y: Tensor, name: str, term: Term | None
     logits, gs = obj.student(x)
     ce = F.cross_entropy(logits, y)
     terms = {"ce": ce.detach()}
-    yt, gt = obj.teacher_outputs(x)
+    taught = obj.taught(x, y)
     loss = ce
     if kd is not None:
-        loss = kd(logits, yt, y)
+        loss = kd(logits, taught["logits"], y)
         terms["kd"] = loss.detach()
     for i, g in enumerate(obj.groups):
         assert term is not None, "a method that compares groups gives their term"
-        value = term(i, gs[g], gt[g])
+        value = term(i, gs[g], taught[f"g{g}"])
         terms[f"{name}/g{g}"] = value.detach()
         loss = loss + weight * value
     return Step(loss, logits, terms)

@@ -327,6 +327,10 @@ class Recipe:
     # batch, or a beta schedule (a new progress each step), compiles a second graph. CUDA: not yet measured;
     # benchmarks/gpu_check.py reports the whole-run speed-up that decides it there.
     compile: bool = False
+    # Compute the teacher's outputs once per input before training where the inputs are finite (augment flip or
+    # none; atlib.teacher_cache), within teacher_cache_mb of memory on the run's device; else the live teacher.
+    teacher_cache: bool = True
+    teacher_cache_mb: float = 1024.0
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], where: str = "recipe") -> Recipe:
@@ -339,7 +343,7 @@ class Recipe:
         r = cls(**cfg)
         if r.augment not in AUGMENTATIONS:
             raise ConfigError(f"{where}.augment: expected one of {', '.join(AUGMENTATIONS)}, got {r.augment!r}")
-        for key in ("compile", "freeze_stem"):
+        for key in ("compile", "freeze_stem", "teacher_cache"):
             if not isinstance(getattr(r, key), bool):
                 raise ConfigError(f"{where}.{key}: expected true or false, got {getattr(r, key)!r}")
         if r.init not in INITS:
@@ -352,7 +356,7 @@ class Recipe:
             low = 0 if key == "epochs" else 1
             if not _is_int(getattr(r, key), low):
                 raise ConfigError(f"{where}.{key}: expected an integer >= {low}, got {getattr(r, key)!r}")
-        for key in ("lr", "momentum", "weight_decay", "gamma"):
+        for key in ("lr", "momentum", "weight_decay", "gamma", "teacher_cache_mb"):
             if not (isinstance(getattr(r, key), (int, float)) and getattr(r, key) >= 0):
                 raise ConfigError(f"{where}.{key}: expected a number >= 0, got {getattr(r, key)!r}")
         if any(not 0 < m < 1 for m in r.milestones):

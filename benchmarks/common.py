@@ -49,8 +49,8 @@ def autocast(device: torch.device, precision: str) -> Any:
     return nullcontext
 
 
-def teacher_model(device: torch.device, name: str = "wrn-16-2") -> torch.nn.Module:
-    return on_device(build_model(name, 3, 10), device).eval().requires_grad_(False)
+def teacher_model(device: torch.device, name: str = "wrn-16-2", channels: int = 3) -> torch.nn.Module:
+    return on_device(build_model(name, channels, 10), device).eval().requires_grad_(False)
 
 
 def sgd(params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -58,9 +58,11 @@ def sgd(params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
 
 
 def at_objective(device: torch.device, method: str = "at", teacher: torch.nn.Module | None = None,
-                 student: str = "wrn-16-1") -> tuple[Objective, torch.optim.Optimizer]:
-    """A fresh ``student`` (default WRN-16-1) under ``method`` from ``teacher`` (default a WRN-16-2) on
-    CIFAR-sized inputs, and its SGD."""
-    model = on_device(build_model(student, 3, 10), device)
-    objective = Objective(Method.from_config(method), model, teacher or teacher_model(device), (3, 32, 32), device)
+                 student: str = "wrn-16-1", shape: tuple[int, int, int] = (3, 32, 32)
+                 ) -> tuple[Objective, torch.optim.Optimizer]:
+    """A fresh ``student`` (default WRN-16-1) under ``method`` from ``teacher`` (default a WRN-16-2) on inputs of
+    ``shape`` (default CIFAR's), and its SGD."""
+    model = on_device(build_model(student, shape[0], 10), device)
+    objective = Objective(Method.from_config(method), model, teacher or teacher_model(device, channels=shape[0]),
+                          shape, device)
     return objective, sgd([p for p in objective.parameters() if p.requires_grad])

@@ -160,9 +160,9 @@ def test_beta_progress_runs_from_0_on_the_first_batch_to_exactly_1_on_the_last(t
     seen = []
     real = engine.train_step
 
-    def record(objective, optimizer, x, y, progress, amp, transfer):
+    def record(objective, optimizer, x, y, progress, amp, transfer, taught):
         seen.append((len(y), progress))
-        return real(objective, optimizer, x, y, progress, amp, transfer)
+        return real(objective, optimizer, x, y, progress, amp, transfer, taught)
 
     monkeypatch.setattr(engine, "train_step", record)
     train(spec(dataset={**DATA, "train_size": 200}, recipe={"epochs": 3, "batch_size": 64, "lr": 0.05},

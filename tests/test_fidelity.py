@@ -145,9 +145,9 @@ def test_lr_drop_and_transfer_start_on_the_same_step(tmp_path, monkeypatch):
     steps = []
     step = engine.train_step
 
-    def recorded(objective, optimizer, x, y, progress, amp, transfer=True):
+    def recorded(objective, optimizer, x, y, progress, amp, transfer=True, taught=None):
         steps.append((optimizer.param_groups[0]["lr"], transfer))
-        return step(objective, optimizer, x, y, progress, amp, transfer)
+        return step(objective, optimizer, x, y, progress, amp, transfer, taught)
 
     monkeypatch.setattr(engine, "train_step", recorded)
     spec = RunSpec.from_dict({"run_id": "student", "model": "wrn-10-1", "method": {"name": "at", "start_epoch": 3},

@@ -106,6 +106,7 @@ class Method:
     needs_teacher: ClassVar[bool] = False
     compares_groups: ClassVar[bool] = False  # the objective checks the student's and teacher's group shapes
     adapters: ClassVar[bool] = False  # a trainable 1x1 convolution maps each student group to the teacher's width
+    reads_logits: ClassVar[bool] = False  # the loss reads the teacher's logits (KD)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | str, where: str = "method") -> Method:
@@ -160,6 +161,21 @@ class Method:
         return False
 
     size_hint: ClassVar[str] = ""  # what to change when they do not (said after "needs equal sizes")
+
+    def teacher_group(self, i: int, t: Tensor) -> Tensor:
+        """What the loss reads of the teacher's activation ``t`` of the ``i``-th compared group: the activation
+        itself, unless the method needs less of it (AT: its attention map, a C-th of the size)."""
+        return t
+
+    def teacher_targets(self, obj: Objective, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """Everything the loss reads of the frozen teacher for the images ``x`` (labels ``y``), as tensors whose
+        row b depends on image b alone: a run whose inputs are finite computes them once per input and looks
+        them up (atlib.teacher_cache). Keys: "logits" where :attr:`reads_logits`, "g<index>" per compared group."""
+        if not self.needs_teacher:
+            return {}
+        yt, gt = obj.teacher_outputs(x)
+        out = {"logits": yt} if self.reads_logits else {}
+        return out | {f"g{g}": self.teacher_group(i, gt[g]) for i, g in enumerate(obj.groups)}
 
     def loss(self, obj: Objective, x: Tensor, y: Tensor, progress: float) -> Step:
         """The loss of one batch at ``progress`` in [0, 1) of training; ``obj`` holds the networks."""

@@ -35,10 +35,16 @@ class AT(Scheduled):
     def sizes_must_match(self) -> bool:
         return not self.resize
 
-    def at_term(self, i: int, s: Tensor, t: Tensor) -> Tensor:
-        from ..attention import at_loss
+    def teacher_group(self, i: int, t: Tensor) -> Tensor:
+        """The teacher's unnormalised map F(A_T): all the AT term reads of the teacher."""
+        from ..attention import fp32, spatial_map
 
-        return at_loss(s, t, self.mapping, self.p, self.norm, self.form, self.resize)
+        return spatial_map(fp32(t), self.mapping, self.p)
+
+    def at_term(self, i: int, s: Tensor, qt: Tensor) -> Tensor:
+        from ..attention import at_loss_to_map
+
+        return at_loss_to_map(s, qt, self.mapping, self.p, self.norm, self.form, self.resize)
 
     def loss(self, obj: Objective, x: Tensor, y: Tensor, progress: float) -> Step:
         return obj.transfer(x, y, "at", self.at_term, self.beta_at(progress))

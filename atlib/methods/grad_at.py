@@ -34,11 +34,16 @@ class GradientAT(InputGradient):
     name: ClassVar[str] = "grad-at"
     needs_teacher: ClassVar[bool] = True
 
-    def difference(self, obj: Objective, x: Tensor, y: Tensor) -> Callable[[Tensor], Tensor]:
-        """J_S - J_T."""
+    def teacher_targets(self, obj: Objective, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """J_T of each image: the cross-entropy is summed over the batch, so row b depends on image b alone."""
         import torch
 
         assert obj.teacher is not None
         with torch.enable_grad():
             _, jt = obj.input_gradient(obj.teacher, x, y, create_graph=False)
+        return {"grad": jt}
+
+    def difference(self, obj: Objective, x: Tensor, y: Tensor) -> Callable[[Tensor], Tensor]:
+        """J_S - J_T."""
+        jt = obj.taught(x, y)["grad"]
         return lambda js: js - jt

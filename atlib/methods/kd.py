@@ -26,6 +26,7 @@ def kd_loss(ys: Tensor, yt: Tensor, y: Tensor, T: float, alpha: float) -> Tensor
 class KD(Delayed):
     name: ClassVar[str] = "kd"
     needs_teacher: ClassVar[bool] = True
+    reads_logits: ClassVar[bool] = True
 
     T: float = param(4.0, above(0), "a temperature > 0")
     alpha: float = param(0.9, lambda v: at_least(0)(v) and v <= 1, "a weight in [0, 1]")
