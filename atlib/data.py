@@ -84,6 +84,10 @@ class Source(ABC):
     def to(self, device: torch.device) -> Source:
         """Put the data (or the batches) on ``device``; returns self."""
 
+    def validation_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]] | None:
+        """Every held-out validation image once, normalised and not augmented; None without a validation split."""
+        return None
+
 
 def set_augmentation(source: Source, augment: str) -> None:
     """Set how ``source`` augments its training images; ``augment`` is one of :data:`AUGMENTATIONS`.
@@ -129,7 +133,8 @@ class TensorSource(Source):
     take a random crop of the original size, and flip horizontally with probability 1/2."""
 
     def __init__(self, train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, num_classes: int,
-                 mean: Sequence[float], std: Sequence[float], pad: int, flip: bool = True) -> None:
+                 mean: Sequence[float], std: Sequence[float], pad: int, flip: bool = True,
+                 validation: tuple[Tensor, Tensor] | None = None) -> None:
         if train_x.dtype != torch.uint8 or test_x.dtype != torch.uint8:
             raise TypeError("images must be uint8 tensors (N, C, H, W)")
         sizes_differ = len(train_x) != len(train_y) or len(test_x) != len(test_y)
@@ -147,14 +152,16 @@ class TensorSource(Source):
         self.input_shape = (int(c), int(h), int(w))
         self.train_size, self.test_size = len(train_x), len(test_x)
         self.pad, self.flip = pad, flip
+        self.val_x, self.val_y = (validation[0].contiguous(), validation[1].long()) if validation else (None, None)
         # x / 255 normalised in one multiply-add: (x / 255 - mean) / std
         std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self.scale = 1.0 / (255.0 * std_t)
         self.shift = -torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) / std_t
 
     def to(self, device: torch.device) -> TensorSource:
-        for key in ("train_x", "train_y", "test_x", "test_y", "scale", "shift"):
-            setattr(self, key, getattr(self, key).to(device))
+        for key in ("train_x", "train_y", "test_x", "test_y", "scale", "shift", "val_x", "val_y"):
+            if getattr(self, key) is not None:
+                setattr(self, key, getattr(self, key).to(device))
         return self
 
     def normalise(self, x: Tensor) -> Tensor:
@@ -209,6 +216,12 @@ class TensorSource(Source):
         for start, stop in _spans(self.test_size, batch_size, train=False):
             yield self.normalise(self.test_x[start:stop]), self.test_y[start:stop]
 
+    def validation_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]] | None:
+        if self.val_x is None or self.val_y is None:
+            return None
+        x, y = self.val_x, self.val_y
+        return ((self.normalise(x[a:b]), y[a:b]) for a, b in _spans(len(x), batch_size, train=False))
+
 
 # --- CIFAR-10 and CIFAR-100 ---------------------------------------------------------------------
 
@@ -256,24 +269,45 @@ def _subset(cfg: DataConfig, xs: list[Tensor], ys: list[Tensor], num_classes: in
         raise DataError(f"{where}: {len(train_x)}/{len(test_x)} train/test images but "
                         f"{len(train_y)}/{len(test_y)} labels")
     test_n = _take(cfg.test_size, len(test_x), "test_size", where)
-    if cfg.per_class is None:
-        train_n = _take(cfg.train_size, len(train_x), "train_size", where)
-        keep = torch.arange(train_n)
-    else:
-        keep = per_class_indices(train_y, num_classes, cfg.per_class, cfg.subset_seed, where)
+    keep, held = training_indices(cfg, train_y, num_classes, where)
+    validation = None if held is None else (train_x[held], train_y[held])
     return TensorSource(train_x[keep], train_y[keep], test_x[:test_n], test_y[:test_n],
-                        num_classes, mean, std, pad)
+                        num_classes, mean, std, pad, validation=validation)
+
+
+VALIDATION_SEED = 0x7A11DA7E  # one fixed draw: the same validation images for every run, seed and subset
+
+
+def training_indices(cfg: DataConfig, labels: Tensor, num_classes: int, where: Path | str
+                     ) -> tuple[Tensor, Tensor | None]:
+    """(training indices, validation indices or None) of a training file: ``validation_per_class`` images of each
+    class drawn once under a fixed seed, and the training set (its first ``train_size`` images, or a per-class
+    subset) from the others, so no training subset ever holds a validation image."""
+    held = None
+    if cfg.validation_per_class is not None:
+        held = per_class_indices(labels, num_classes, cfg.validation_per_class, VALIDATION_SEED,
+                                 f"{where} (validation_per_class)")
+    free = torch.ones(len(labels), dtype=torch.bool)
+    if held is not None:
+        free[held] = False
+    if cfg.per_class is None:
+        pool = free.nonzero().squeeze(1)
+        return pool[:_take(cfg.train_size, len(pool), "train_size", where)], held
+    return per_class_indices(labels, num_classes, cfg.per_class, cfg.subset_seed, where, allowed=free), held
 
 
 def per_class_indices(labels: Tensor, num_classes: int, per_class: int, seed: int | str | None,
-                      where: Path | str) -> Tensor:
+                      where: Path | str, allowed: Tensor | None = None) -> Tensor:
     """Indices of ``per_class`` images of each class, in file order: each class's first ones, or a draw
-    under ``seed`` (a permutation of the whole training set, read class by class)."""
+    under ``seed`` (a permutation of the whole training set, read class by class), among the ``allowed`` ones
+    (a boolean mask; all by default)."""
     if seed == "run":
         raise ConfigError("subset_seed: 'run' is resolved to the run's seed by the plan; a run spec needs an integer")
     order = torch.arange(len(labels))
     if seed is not None:
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(_mix(int(seed), 0x5EB5E7)))
+    if allowed is not None:
+        order = order[allowed[order]]
     chosen = []
     for c in range(num_classes):
         members = order[labels[order] == c]
@@ -383,16 +417,13 @@ def _synthetic(cfg: DataConfig) -> TensorSource:
 
     (train_x, train_y), (test_x, test_y) = split(cfg.synthetic_train, 1), split(cfg.synthetic_test, 2)
     test_n = _take(cfg.test_size, len(test_x), "test_size", "synthetic data (see synthetic_test)")
-    if cfg.per_class is None:
-        keep = torch.arange(_take(cfg.train_size, len(train_x), "train_size", "synthetic data (see synthetic_train)"))
-    else:
-        keep = per_class_indices(train_y, cfg.num_classes, cfg.per_class, cfg.subset_seed,
-                                 "synthetic data (see synthetic_train)")
+    keep, held = training_indices(cfg, train_y, cfg.num_classes, "synthetic data (see synthetic_train)")
+    validation = None if held is None else (train_x[held], train_y[held])
     train_x, train_y, test_x, test_y = train_x[keep], train_y[keep], test_x[:test_n], test_y[:test_n]
     pixels = train_x.float().div(255)
     mean = pixels.mean((0, 2, 3)).tolist()
     std = pixels.std((0, 2, 3)).clamp_min(1e-3).tolist()
-    return TensorSource(train_x, train_y, test_x, test_y, cfg.num_classes, mean, std, pad=2)
+    return TensorSource(train_x, train_y, test_x, test_y, cfg.num_classes, mean, std, pad=2, validation=validation)
 
 
 # --- ImageFolder --------------------------------------------------------------------------------

@@ -187,12 +187,13 @@ def load_teacher(spec: RunSpec, source: Source, device: torch.device) -> nn.Modu
 
 # --- loop -------------------------------------------------------------------------------------
 
-def evaluate(model: nn.Module, source: Source, batch_size: int, amp: Any) -> tuple[float, float]:
-    """(top-1 error %, top-5 error %) on the test set."""
+def evaluate(model: nn.Module, source: Source, batch_size: int, amp: Any,
+             batches: Iterator[tuple[Tensor, Tensor]] | None = None) -> tuple[float, float]:
+    """(top-1 error %, top-5 error %) on the test set, or on ``batches``."""
     model.eval()
     wrong1 = wrong5 = n = 0
     with torch.inference_mode(), amp():
-        for x, y in source.test_batches(batch_size):
+        for x, y in batches if batches is not None else source.test_batches(batch_size):
             logits, _ = model(x)
             top = logits.topk(min(5, logits.shape[1]), 1).indices
             wrong1 += (top[:, 0] != y).sum()
@@ -335,6 +336,8 @@ def train_epochs(run: Run, out_dir: Path, log: Log = print) -> dict[str, Any]:
             if r.evaluates(epoch):
                 row["test_error"], row["test_error_top5"] = evaluate(student, source, r.eval_batch_size, run.amp)
                 best = min(best, row["test_error"])
+                if (held := source.validation_batches(r.eval_batch_size)) is not None:
+                    row["validation_error"] = evaluate(student, source, r.eval_batch_size, run.amp, held)[0]
             history.append(row)
             tracker.log_metrics(epoch + 1, row)
             if probe is not None and ((epoch + 1) % every == 0 or epoch + 1 == r.epochs):
@@ -347,6 +350,7 @@ def train_epochs(run: Run, out_dir: Path, log: Log = print) -> dict[str, Any]:
                                              "history": history, "best": best, **identity})
             eta = (r.epochs - epoch - 1) * row["epoch_seconds"]
             test = f" test err {row['test_error']:.2f}%" if "test_error" in row else ""
+            test += f" val err {row['validation_error']:.2f}%" if "validation_error" in row else ""
             log(f"[{spec.run_id}] epoch {epoch + 1}/{r.epochs} loss {row['train_loss']:.4f} "
                 f"train err {row['train_error']:.2f}%{test} "
                 f"{row['images_per_second']:.0f} img/s ETA {eta:.0f}s")
@@ -365,6 +369,7 @@ def train_epochs(run: Run, out_dir: Path, log: Log = print) -> dict[str, Any]:
     metrics = {
         **meta, "run_id": spec.run_id, "seed": spec.seed, "method": spec.method.name,
         "final_test_error": last.get("test_error"), "final_test_error_top5": last.get("test_error_top5"),
+        **({"final_validation_error": last["validation_error"]} if "validation_error" in last else {}),
         "best_test_error": best if last else None, "epochs": len(history), "history": history,
         "num_parameters": num_parameters(student), "checkpoint_sha256": rundir.sha256(model_path),
         "checkpoint_bytes": model_path.stat().st_size,

@@ -38,7 +38,8 @@ from .spec import (
     data_dict,
 )
 
-TOP_KEYS = {"claims", "name", "results", "seeds", "teacher_seed", "device", "threads", "max_teacher_error",
+TOP_KEYS = {"claims", "convergence", "name", "results", "seeds", "teacher_seed", "device", "threads",
+            "max_teacher_error",
             "tracking", "datasets", "recipes", "methods", "tables", "resources"}
 # A teacher may have its own data, recipe and seed policy: set on a table or a row (the row wins).
 TEACHER_KEYS = {"teacher_dataset", "teacher_recipe", "teacher_seed"}
@@ -78,17 +79,87 @@ class ClaimRef:
 
 
 @dataclass(frozen=True)
+class TrendRef:
+    """A confirmatory trend: column ``column``'s gain over column ``over`` (the error of ``over`` less its own, per
+    seed) is larger in table ``larger_in`` than in table ``than_in`` (each table's only row)."""
+
+    column: str
+    over: str
+    larger_in: str
+    than_in: str
+
+
+@dataclass(frozen=True)
 class Claims:
-    """A config's preregistered claims: judged at ``level`` after ``correction`` over all of them; every other
-    comparison of the report is exploratory."""
+    """A config's preregistered claims: judged at ``level`` after ``correction`` over all of them (the comparisons
+    and the trends together); every other comparison of the report is exploratory."""
 
     confirmatory: tuple[ClaimRef, ...] = ()
     level: float = 0.05
     correction: str = "holm"
+    trends: tuple[TrendRef, ...] = ()
 
 
-CLAIM_KEYS = {"confirmatory", "level", "correction"}
+CLAIM_KEYS = {"confirmatory", "level", "correction", "trends"}
 CORRECTIONS = ("holm", "none")
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """A study's convergence rule, stated before it runs: the ``seeds`` of every column but the teacher's are trained
+    again ``factor`` times as long (the same schedule stretched); a table's row is converged when, in every such
+    column, the median validation error of the longer runs is within ``tolerance`` points of the same seeds' median
+    at the planned length. ``runs``: (table, row, column) -> [(seed, planned run, longer run)]."""
+
+    seeds: tuple[int, ...]
+    factor: int
+    tolerance: float
+    runs: dict[tuple[str, str, str], list[tuple[int, str, str]]] = field(default_factory=dict)
+
+    def recipe(self, name: str) -> str:
+        return f"{name}-x{self.factor}"
+
+
+CONVERGENCE_KEYS = {"seeds", "factor", "tolerance"}
+
+
+def _convergence(cfg: Any) -> Convergence | None:
+    if cfg is None:
+        return None
+    if not isinstance(cfg, Mapping):
+        raise ConfigError("convergence: expected a mapping with seeds, factor and tolerance")
+    check_keys(cfg, CONVERGENCE_KEYS, "convergence")
+    seeds = _seeds(cfg.get("seeds"), "convergence.seeds")
+    factor, tolerance = cfg.get("factor", 2), cfg.get("tolerance")
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
+        raise ConfigError(f"convergence.factor: expected an integer >= 2, got {factor!r}")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or tolerance <= 0:
+        raise ConfigError(f"convergence.tolerance: expected a number of points > 0, got {tolerance!r}")
+    return Convergence(tuple(seeds), factor, float(tolerance))
+
+
+def _trends(cfg: Any, tables: Mapping[str, Mapping[str, Any]]) -> tuple[TrendRef, ...]:
+    refs = []
+    for i, t in enumerate(cfg or []):
+        where = f"claims.trends[{i}]"
+        if not isinstance(t, Mapping):
+            raise ConfigError(f"{where}: expected a mapping with column, over, larger_in and than_in")
+        check_keys(t, {"column", "over", "larger_in", "than_in"}, where)
+        for key in ("larger_in", "than_in"):
+            table = tables.get(t.get(key))
+            if table is None:
+                raise ConfigError(f"{where}.{key}: expected one of {', '.join(tables)}, got {t.get(key)!r}")
+            if len(table["rows"]) != 1:
+                raise ConfigError(f"{where}.{key}: table {t[key]!r} has {len(table['rows'])} rows; a trend "
+                                  "compares tables of one row")
+            for col in ("column", "over"):
+                if t.get(col) not in table["columns"]:
+                    raise ConfigError(f"{where}.{col}: expected a column of table {t[key]!r} "
+                                      f"({', '.join(table['columns'])}), got {t.get(col)!r}")
+        if t["larger_in"] == t["than_in"] or t["column"] == t["over"]:
+            raise ConfigError(f"{where}: a trend compares two tables and two columns")
+        refs.append(TrendRef(t["column"], t["over"], t["larger_in"], t["than_in"]))
+    return tuple(refs)
 
 
 def _claims(cfg: Any, tables: Mapping[str, Mapping[str, Any]]) -> Claims:
@@ -126,7 +197,7 @@ def _claims(cfg: Any, tables: Mapping[str, Mapping[str, Any]]) -> Claims:
         refs.append(ClaimRef(c["table"], row, c["better"], c["worse"]))
     if len(set(refs)) != len(refs):
         raise ConfigError("claims.confirmatory: a claim is listed twice")
-    return Claims(tuple(refs), float(level), correction)
+    return Claims(tuple(refs), float(level), correction, _trends(cfg.get("trends"), tables))
 
 
 @dataclass
@@ -140,6 +211,7 @@ class Plan:
     threads: int = 1  # CPU threads of each training job
     resources: dict[str, int] = field(default_factory=lambda: dict(RESOURCES))  # per training job
     claims: Claims = field(default_factory=lambda: Claims())  # the preregistered (confirmatory) comparisons
+    convergence: Convergence | None = None  # the study's convergence rule and its longer runs
 
     @property
     def teachers(self) -> set[str]:
@@ -317,6 +389,7 @@ class _Shared:
     defaults_of: dict[str, Method]  # each method with the config's defaults: a variant names what differs
     seeds: list[int]
     config: Mapping[str, Any]
+    convergence: Convergence | None = None
 
 
 @dataclass(frozen=True)
@@ -360,6 +433,7 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
     for name, table in config["tables"].items():
         _table(plan, shared, name, table)
     plan.claims = _claims(config.get("claims"), plan.tables)
+    plan.convergence = shared.convergence
     return plan
 
 
@@ -374,7 +448,15 @@ def _shared(config: Mapping[str, Any]) -> _Shared:
         methods.lookup(name, f"methods.{name}")
         Method.from_config({"name": name, **(params or {})}, f"methods.{name}")
     defaults_of = {n: Method.from_config({"name": n, **(method_defaults.get(n) or {})}) for n in methods.names()}
-    return _Shared(datasets, recipes, method_defaults, defaults_of, seeds, config)
+    convergence = _convergence(config.get("convergence"))
+    if convergence is not None:
+        for name, r in list(recipes.items()):  # each recipe stretched: the same schedule, factor times the epochs
+            long = convergence.recipe(name)
+            if long in recipes:
+                raise ConfigError(f"recipes.{long}: the name is taken by convergence's longer runs of {name!r}")
+            recipes[long] = dataclasses.replace(r, epochs=r.epochs * convergence.factor,
+                                                eval_every=r.eval_every * convergence.factor)
+    return _Shared(datasets, recipes, method_defaults, defaults_of, seeds, config, convergence)
 
 
 def _lookup(table: Mapping[str, Any], row: Mapping[str, Any], key: str, options: Mapping[str, Any],
@@ -404,7 +486,10 @@ def _table(plan: Plan, shared: _Shared, name: str, table: Any) -> None:
     for i, row in enumerate(rows):
         resolved.append(r := _row(shared, name, table, i, row, seeds, gate))
         for col in columns:
-            plan.cells.append(Cell(name, r.label, col.label, [str(k) for k in _cell(plan, shared, r, col)]))
+            keys = [str(k) for k in _cell(plan, shared, r, col)]
+            plan.cells.append(Cell(name, r.label, col.label, keys))
+            if shared.convergence is not None and col.label != "teacher":
+                _longer(plan, shared, r, col, keys)
     labels = [r.label for r in resolved]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{where}.rows: duplicate row labels {labels}")
@@ -469,6 +554,24 @@ def _cell(plan: Plan, shared: _Shared, row: _Row, col: Column) -> list[RunKey]:
         t_key = _run(plan, shared, row.teacher_dataset, row.teacher_recipe, teacher, baseline, t_seed)
         keys.append(_run(plan, shared, row.dataset, row.recipe, student, method, s, (t_key, teacher), row.gate))
     return keys
+
+
+def _longer(plan: Plan, shared: _Shared, row: _Row, col: Column, keys: list[str]) -> None:
+    """The convergence rule's longer runs of one cell: its seeds under the stretched recipe, the same teacher."""
+    rule = shared.convergence
+    assert rule is not None
+    if shared.datasets[row.dataset].validation_per_class is None:
+        raise ConfigError(f"convergence: table {row.table!r} trains on dataset {row.dataset!r}, which has no "
+                          "validation_per_class; the rule compares validation errors")
+    missing = [s for s in rule.seeds if s not in row.seeds]
+    if missing:
+        raise ConfigError(f"convergence.seeds: {missing} are not seeds of table {row.table!r} ({row.seeds})")
+    longer = dataclasses.replace(row, recipe=rule.recipe(row.recipe), seeds=list(rule.seeds),
+                                 teacher_recipe=row.teacher_recipe)
+    long_keys = [str(k) for k in _cell(plan, shared, longer, col)]
+    planned = dict(zip(row.seeds, keys, strict=True))
+    rule.runs[(row.table, row.label, col.label)] = [
+        (s, planned[s], k) for s, k in zip(rule.seeds, long_keys, strict=True)]
 
 
 def _run(plan: Plan, shared: _Shared, ds: str, rc: str, model: ModelSpec, method: Method, seed: int,

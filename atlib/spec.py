@@ -65,13 +65,14 @@ DEFAULT_ROOTS: dict[str, str] = {
 }
 
 _COMMON = {"name", "train_size", "test_size", "per_class", "subset_seed"}
+_IN_MEMORY = _COMMON | {"validation_per_class"}  # a held-out split of the training file: in-memory datasets
 KEYS: dict[str, frozenset[str]] = {
-    "cifar10": frozenset(_COMMON | {"root", "download"}),
-    "cifar100": frozenset(_COMMON | {"root", "download"}),
-    "fashion-mnist": frozenset(_COMMON | {"root", "download"}),
+    "cifar10": frozenset(_IN_MEMORY | {"root", "download"}),
+    "cifar100": frozenset(_IN_MEMORY | {"root", "download"}),
+    "fashion-mnist": frozenset(_IN_MEMORY | {"root", "download"}),
     "imagefolder": frozenset(_COMMON | {"root", "image_size"}),
-    "synthetic": frozenset(_COMMON | {"num_classes", "channels", "size",
-                                      "synthetic_train", "synthetic_test"}),
+    "synthetic": frozenset(_IN_MEMORY | {"num_classes", "channels", "size",
+                                         "synthetic_train", "synthetic_test"}),
 }
 
 
@@ -93,6 +94,9 @@ class DataConfig:
     # seed, and "run" draws with the run's seed, so seeds vary the subset and a paired method seed shares it.
     per_class: int | None = None
     subset_seed: int | str | None = None
+    # Validation: N images of each class held out of the training file, the same ones for every run and seed
+    # (a fixed draw), never in any training subset; every evaluation reports their error beside the test's.
+    validation_per_class: int | None = None
     image_size: int = 224
     num_classes: int = 10
     channels: int = 1
@@ -135,7 +139,7 @@ class DataConfig:
             raise bad("download", "true or false")
         if self.download and self.name not in ("cifar10", "cifar100", "fashion-mnist"):
             raise bad("download", "false: only cifar10, cifar100 and fashion-mnist can be downloaded")
-        for key in ("train_size", "test_size", "per_class"):
+        for key in ("train_size", "test_size", "per_class", "validation_per_class"):
             if getattr(self, key) is not None and not _is_int(getattr(self, key), 1):
                 raise bad(key, "an integer >= 1 or null (all)")
         if self.per_class is not None and self.train_size is not None:

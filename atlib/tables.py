@@ -54,8 +54,11 @@ def aggregate(plan: Plan) -> pd.DataFrame:
             "images_per_second": history[-1].get("images_per_second"),
             "mlflow_run_id": m.get("mlflow_run_id"), "slurm_job_id": (m.get("environment") or {}).get("slurm_job_id"),
             **previous_test(m.get("history") or []),
+            **({"final_validation_error": m["final_validation_error"]} if "final_validation_error" in m else {}),
         })
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    # a config with a validation split has its column; the others' summaries keep their columns
+    held = any("final_validation_error" in r for r in rows)
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS + (["final_validation_error"] if held else []))
 
 
 def cells(plan: Plan, summary: pd.DataFrame) -> pd.DataFrame:
