@@ -17,12 +17,13 @@ from typing import NamedTuple
 import pandas as pd
 from tabulate import tabulate
 
-from .plan import ClaimRef, Plan, planned_figures
+from .plan import ClaimRef, Convergence, Plan, TrendRef, planned_figures
 from .rundir import atomic_write_text
 from .runkey import RunKey
 from .stats import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Paired, holm, paired
 
 TOO_SHORT = "too short to judge"
+NOT_CONVERGED = "not converged"
 LEVEL = 0.05  # a config without a claims section judges each comparison at this level
 BASELINES = ("student", "no AT")  # the column that holds the student trained alone
 TEACHER = "teacher"
@@ -56,9 +57,11 @@ CLAIMS = (
 )
 WORDS = (f"Each claim pairs seed s of its two columns: gain = error of the column claimed worse minus error of "
          f"the one claimed better (points; positive is the claim's direction), its mean over the pairs with a "
-         f"two-sided 95% Student-t interval, the paired t test's two-sided p, and MDE, the smallest mean gain these "
+         f"two-sided 95% Student-t interval, the paired t test's two-sided p, the exact sign-flip (permutation) "
+         f"test's two-sided p as a check that needs no normality (p perm.), and MDE, the smallest mean gain these "
          f"pairs detect with 80% power. *{REPRODUCED}*: p below the level and a positive mean; *{NOT_REPRODUCED}*: "
-         f"p below the level and a negative mean; *{INCONCLUSIVE}*: otherwise. A *confirmatory* claim was "
+         f"p below the level and a negative mean; *{INCONCLUSIVE}*: otherwise, with what its interval rules out. "
+         f"A *confirmatory* claim was "
          f"registered in the config before its runs; it is judged on its p adjusted over all of them (Holm, "
          f"shown as p adj.). Every other claim is *exploratory*, judged on its own p at the level, with no "
          f"correction: a finding to confirm, not a result. The *precondition* (the teacher beats the student) is "
@@ -66,8 +69,9 @@ WORDS = (f"Each claim pairs seed s of its two columns: gain = error of the colum
          f"either compared column's error still fell over its last test interval (median over seeds), D is the "
          f"larger of the two falls, and a gain whose 95% interval does not clear D (low end above D, or high end "
          f"below -D) is *{TOO_SHORT}*: a method that only learns faster or slower than the other moves its "
-         f"error that much. Gains that are all identical have no spread, hence no interval: no verdict. Seeds "
-         f"planned but not finished in both columns are named.")
+         f"error that much (a config with a convergence rule replaces this with *{NOT_CONVERGED}*, below). Gains "
+         f"that are all identical have no spread, hence no interval: no verdict. Seeds planned but not finished in "
+         f"both columns are named.")
 
 PRECONDITION, CONFIRMATORY, EXPLORATORY = "precondition", "confirmatory", "exploratory"
 
@@ -169,7 +173,7 @@ def judge(p: Paired, level: float = LEVEL, decision_p: float | None = None, lear
     if p.p is None:
         return f"no verdict: every pair gains exactly {p.mean:+.2f} points (no spread, so no t interval)"
     if (p.p if decision_p is None else decision_p) >= level:
-        return f"{INCONCLUSIVE}: only a gain of {p.mde:.2f} points or more was detectable"
+        return inconclusive(p)
     word = REPRODUCED if p.mean > 0 else NOT_REPRODUCED
     low, high = p.interval
     if learning is not None and (low <= learning.drop if word == REPRODUCED else high >= -learning.drop):
@@ -177,12 +181,23 @@ def judge(p: Paired, level: float = LEVEL, decision_p: float | None = None, lear
     return word
 
 
+def inconclusive(p: Paired) -> str:
+    """An inconclusive verdict with what its 95% interval still rules out."""
+    low, high = p.interval
+    if low <= 0 <= high:
+        return f"{INCONCLUSIVE}: its interval rules out a gain above {high:.2f} points and a loss above {-low:.2f}"
+    return f"{INCONCLUSIVE} after the correction: its own interval [{low:+.2f}, {high:+.2f}] excludes 0"
+
+
 Adjusted = Mapping[tuple[str, str], float]  # (better, worse) -> a confirmatory claim's adjusted p
 
 
-def claim_results(cells: pd.DataFrame, confirmatory: Adjusted | None = None, level: float = LEVEL) -> list[Result]:
+def claim_results(cells: pd.DataFrame, confirmatory: Adjusted | None = None, level: float = LEVEL,
+                  unconverged: str | None = None, too_short: bool = True) -> list[Result]:
     """Every claim the columns of one (row, metric) can test: the teacher's precondition first, then the row's
-    confirmatory claims (``confirmatory``: their adjusted p), then the paper's other claims, exploratory."""
+    confirmatory claims (``confirmatory``: their adjusted p), then the paper's other claims, exploratory.
+    ``unconverged``: why the row failed its config's convergence rule (its claims then get no verdict);
+    ``too_short``: whether the too-short rule applies (not under a convergence rule)."""
     confirmatory = confirmatory or {}
     got = {c["column"]: c for _, c in cells.iterrows()}
     base = next((b for b in BASELINES if b in got), None)
@@ -195,6 +210,8 @@ def claim_results(cells: pd.DataFrame, confirmatory: Adjusted | None = None, lev
         if p.interval is None or p.p is None or p.p >= level or p.mean <= 0:
             # a student that learns from a teacher no better than itself tests nothing the paper claims
             gate = f"not testable here: the teacher is not clearly better than the student ({_gap(p)})"
+    if unconverged is not None:
+        gate = f"{NOT_CONVERGED}: {unconverged}"
     claims = [Claim(*k) for k in confirmatory if k[0] in got and k[1] in got]
     claims += [c for c in CLAIMS if c.better in got and c.worse in got and c not in claims]
     for claim in claims:
@@ -202,7 +219,8 @@ def claim_results(cells: pd.DataFrame, confirmatory: Adjusted | None = None, lev
         p = compare(better, worse)
         adjusted = confirmatory.get((claim.better, claim.worse))
         kind = CONFIRMATORY if (claim.better, claim.worse) in confirmatory else EXPLORATORY
-        word = gate or judge(p, level, adjusted if kind == CONFIRMATORY else None, learning_gap(better, worse))
+        word = gate or judge(p, level, adjusted if kind == CONFIRMATORY else None,
+                             learning_gap(better, worse) if too_short else None)
         results.append(Result(claim, p, _with_missing(word, better, worse, p), kind, adjusted))
     return results
 
@@ -222,9 +240,10 @@ def claims_table(results: list[Result]) -> str:
         p = r.pairs
         ci = f"[{p.interval[0]:+.2f}, {p.interval[1]:+.2f}]" if p.interval else "–"
         return [str(r.claim), r.kind, str(p.n), f"{p.mean:+.2f}" if p.n else "–", ci, _p(p.p), _p(r.p_adjusted),
-                f"{p.mde:.2f}" if p.mde is not None else "–", r.verdict]
+                _p(p.p_sign_flip), f"{p.mde:.2f}" if p.mde is not None else "–", r.verdict]
 
-    headers = ["claim", "kind", "pairs n", "mean gain (points)", "95% interval", "p", "p adj.", "MDE", "verdict"]
+    headers = ["claim", "kind", "pairs n", "mean gain (points)", "95% interval", "p", "p adj.", "p perm.", "MDE",
+               "verdict"]
     return tabulate([line(r) for r in results], headers=headers, tablefmt="github", disable_numparse=True)
 
 
@@ -244,11 +263,12 @@ def ordering_verdict(cells: pd.DataFrame) -> str | None:
     return f"ordering {' < '.join(ours)}; the paper's is {' < '.join(paper)} ({agree}/{len(pairs)} pairs agree)"
 
 
-def row_verdict(cells: pd.DataFrame, confirmatory: Adjusted | None = None, level: float = LEVEL) -> str:
+def row_verdict(cells: pd.DataFrame, confirmatory: Adjusted | None = None, level: float = LEVEL,
+                unconverged: str | None = None, too_short: bool = True) -> str:
     """The headline of one (row, metric) of a table CSV: its first claim and the ordering against the paper."""
     if not _finished(cells):
         return "no finished runs yet"
-    results = claim_results(cells, confirmatory, level)
+    results = claim_results(cells, confirmatory, level, unconverged, too_short)
     head = next((r for r in results if r.kind != PRECONDITION), results[0] if results else None)
     parts = []
     if head is not None:
@@ -267,9 +287,11 @@ def _row_cells(csv: pd.DataFrame, row: str, metric: str) -> pd.DataFrame:
 
 
 def table_verdicts(csv: pd.DataFrame, family: Mapping[tuple[str, str], Adjusted] | None = None,
-                   level: float = LEVEL) -> list[str]:
+                   level: float = LEVEL, unconverged: Mapping[str, str] | None = None,
+                   too_short: bool = True) -> list[str]:
     """Markdown blocks for one table's long CSV: per (row, metric) in the table's order a headline bullet and
-    the table of its claims; ``family`` gives each row's confirmatory claims and their adjusted p."""
+    the table of its claims; ``family`` gives each row's confirmatory claims and their adjusted p, ``unconverged``
+    each row that failed the convergence rule and why."""
     blocks = []
     metrics = list(dict.fromkeys(csv["metric"]))
     for row in dict.fromkeys(csv["row"]):
@@ -277,8 +299,9 @@ def table_verdicts(csv: pd.DataFrame, family: Mapping[tuple[str, str], Adjusted]
             cells = _row_cells(csv, row, metric)
             tag = f" ({metric})" if len(metrics) > 1 else ""
             conf = (family or {}).get((row, metric))
-            blocks.append(f"- **{row}**{tag}: {row_verdict(cells, conf, level)}.")
-            results = claim_results(cells, conf, level)
+            why = (unconverged or {}).get(row)
+            blocks.append(f"- **{row}**{tag}: {row_verdict(cells, conf, level, why, too_short)}.")
+            results = claim_results(cells, conf, level, why, too_short)
             if results and _finished(cells):
                 blocks.append(claims_table(results))
     return blocks
@@ -289,53 +312,173 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"seeds": str, "values": str, "previous": str, "runs": str})
 
 
-def adjusted_family(plan: Plan, tables_dir: Path) -> dict[ClaimRef, float]:
-    """Each confirmatory claim's p after the config's correction over all of them (a claim with no p yet, or
-    no spread, counts as p = 1: it cannot lower the bar for the others)."""
-    refs = plan.claims.confirmatory
-    raw = []
-    for ref in refs:
-        csv_path = tables_dir / f"{ref.table}.csv"
-        p = None
-        if csv_path.is_file():
-            csv = _read_csv(csv_path)
-            metric = plan.tables[ref.table]["metrics"][0]
-            got = {c["column"]: c for _, c in _row_cells(csv, ref.row, metric).iterrows()}
-            if ref.better in got and ref.worse in got:
-                p = compare(got[ref.better], got[ref.worse]).p
-        raw.append(1.0 if p is None else p)
-    adjusted = holm(raw) if plan.claims.correction == "holm" else raw
-    return dict(zip(refs, adjusted, strict=True))
+Ref = ClaimRef | TrendRef
 
 
-def confirmatory_section(plan: Plan, tables_dir: Path, family: Mapping[ClaimRef, float]) -> str:
-    """The preregistered claims, each with its raw and adjusted p and verdict, before any table."""
+def _cells_of(plan: Plan, tables_dir: Path, table: str, row: str | None = None) -> dict[str, pd.Series]:
+    """Column -> line of a table's row (its only one by default) in the first metric, from the table CSV."""
+    path = tables_dir / f"{table}.csv"
+    if not path.is_file():
+        return {}
+    row = row if row is not None else plan.tables[table]["rows"][0]
+    cells = _row_cells(_read_csv(path), row, plan.tables[table]["metrics"][0])
+    return {c["column"]: c for _, c in cells.iterrows()}
+
+
+def trend_pairs(plan: Plan, tables_dir: Path, ref: TrendRef) -> Paired:
+    """Per seed, the gain of ``ref.column`` over ``ref.over`` in ``larger_in`` less the same gain in ``than_in``."""
+    gains = []
+    for table in (ref.larger_in, ref.than_in):
+        got = _cells_of(plan, tables_dir, table)
+        if ref.column not in got or ref.over not in got:
+            return Paired((), ())
+        g = compare(got[ref.column], got[ref.over])
+        gains.append(dict(zip(g.seeds, g.d, strict=True)))
+    return paired(*gains)
+
+
+def trend_text(ref: TrendRef) -> str:
+    return (f"{NAMES.get(ref.column, ref.column)}'s gain over {NAMES.get(ref.over, ref.over)} is larger in "
+            f"{ref.larger_in} than in {ref.than_in}")
+
+
+def _family_pairs(plan: Plan, tables_dir: Path) -> dict[Ref, Paired]:
+    out: dict[Ref, Paired] = {}
+    for ref in plan.claims.confirmatory:
+        got = _cells_of(plan, tables_dir, ref.table, ref.row)
+        out[ref] = compare(got[ref.better], got[ref.worse]) if ref.better in got and ref.worse in got \
+            else Paired((), ())
+    for trend in plan.claims.trends:
+        out[trend] = trend_pairs(plan, tables_dir, trend)
+    return out
+
+
+def _adjust(plan: Plan, raw: Mapping[Ref, float | None]) -> dict[Ref, float]:
+    # a claim with no p yet, or no spread, counts as p = 1: it cannot lower the bar for the others
+    values = [1.0 if p is None else p for p in raw.values()]
+    return dict(zip(raw, holm(values) if plan.claims.correction == "holm" else values, strict=True))
+
+
+def adjusted_family(plan: Plan, tables_dir: Path) -> dict[Ref, float]:
+    """Each confirmatory claim's (and trend's) t-test p after the config's correction over all of them."""
+    return _adjust(plan, {ref: p.p for ref, p in _family_pairs(plan, tables_dir).items()})
+
+
+def sign_flip_family(plan: Plan, tables_dir: Path) -> dict[Ref, float]:
+    """The same for the exact sign-flip p: reported beside the t test's, never the verdict."""
+    return _adjust(plan, {ref: p.p_sign_flip for ref, p in _family_pairs(plan, tables_dir).items()})
+
+
+class ConvergenceCheck(NamedTuple):
+    """One table row under its config's convergence rule: per column (not the teacher), the median final
+    validation error of the rule's seeds at the planned length and trained ``factor`` times as long."""
+
+    table: str
+    row: str
+    columns: list[tuple[str, float | None, float | None]]
+    rule: Convergence
+
+    @property
+    def converged(self) -> bool | None:
+        """True when every column moved less than the tolerance; None while a run is missing."""
+        if any(a is None or b is None for _, a, b in self.columns):
+            return None
+        return all(abs(b - a) < self.rule.tolerance for _, a, b in self.columns)
+
+    def why(self) -> str:
+        if self.converged is None:
+            return "its longer runs have not all finished"
+        moved = [(c, b - a) for c, a, b in self.columns if abs(b - a) >= self.rule.tolerance]
+        said = ", ".join(f"{NAMES.get(c, c)} {d:+.2f}" for c, d in moved)
+        return (f"trained {self.rule.factor}x as long, the median validation error moved {said} points "
+                f"(tolerance {self.rule.tolerance:g})")
+
+
+def convergence_checks(plan: Plan, summary: pd.DataFrame) -> list[ConvergenceCheck]:
+    """The convergence rule's verdict per table row, from summary.csv's final validation errors."""
+    rule = plan.convergence
+    if rule is None:
+        return []
+    errors = {} if "final_validation_error" not in summary else \
+        dict(zip(summary["run_id"], summary["final_validation_error"], strict=True))
+
+    def median(runs: list[str]) -> float | None:
+        got = [errors.get(r) for r in runs]
+        return None if any(v is None or pd.isna(v) for v in got) else float(pd.Series(got).median())
+
+    rows: dict[tuple[str, str], list[tuple[str, float | None, float | None]]] = {}
+    for (table, row, column), pairs in rule.runs.items():
+        rows.setdefault((table, row), []).append(
+            (column, median([a for _, a, _ in pairs]), median([b for _, _, b in pairs])))
+    return [ConvergenceCheck(t, r, cols, rule) for (t, r), cols in rows.items()]
+
+
+def convergence_section(checks: list[ConvergenceCheck]) -> str:
+    """Per table row, each column's median validation error at the planned length and longer, and the verdict."""
+    if not checks:
+        return ""
+    rule = checks[0].rule
+    lines = []
+    for c in checks:
+        for column, a, b in c.columns:
+            moved = "–" if a is None or b is None else f"{b - a:+.2f}"
+            lines.append([c.table, NAMES.get(column, column), "–" if a is None else f"{a:.2f}",
+                          "–" if b is None else f"{b:.2f}", moved])
+        word = {True: "converged", False: NOT_CONVERGED, None: "not judged yet"}[c.converged]
+        lines.append([c.table, f"**{word}**", "", "", ""])
+    held = sum(c.converged is True for c in checks)
+    head = (f"**Convergence** (the config's rule, stated before its runs: seeds {', '.join(map(str, rule.seeds))} "
+            f"of every column trained {rule.factor}x as long; a row is converged when every column's median "
+            f"validation error moves less than {rule.tolerance:g} points; the claims of a row that is not get no "
+            f"verdict): {held} of {len(checks)} rows converged.\n")
+    headers = ["table", "column", "median validation error (%)", f"trained {rule.factor}x as long", "moved"]
+    return head + "\n" + tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True) + "\n"
+
+
+def confirmatory_section(plan: Plan, tables_dir: Path, family: Mapping[Ref, float],
+                         unconverged: Mapping[tuple[str, str], str] | None = None,
+                         flips: Mapping[Ref, float] | None = None) -> str:
+    """The preregistered claims, each with its raw and adjusted p (t test and sign flip) and verdict, before any
+    table; ``unconverged``: (table, row) -> why it failed the convergence rule."""
     c = plan.claims
-    if not c.confirmatory:
+    unconverged = unconverged or {}
+    flips = flips or {}
+    if not c.confirmatory and not c.trends:
         return ("**Claims.** This config registers no confirmatory claims: every verdict below is exploratory, "
                 f"judged at {c.level:g} each with no correction for the number of comparisons.\n")
     lines = []
+    too_short = plan.convergence is None
+
+    def line(table: str, claim: str, p: Paired, verdict: str, ref: Ref) -> list[str]:
+        ci = f"[{p.interval[0]:+.2f}, {p.interval[1]:+.2f}]" if p.interval else "–"
+        return [table, claim, str(p.n), f"{p.mean:+.2f}" if p.n else "–", ci, _p(p.p), _p(family.get(ref)),
+                _p(p.p_sign_flip), _p(flips.get(ref)), f"{p.mde:.2f}" if p.mde is not None else "–", verdict]
+
     for ref in c.confirmatory:
         csv_path = tables_dir / f"{ref.table}.csv"
         metric = plan.tables[ref.table]["metrics"][0]
         cells = _row_cells(_read_csv(csv_path), ref.row, metric) if csv_path.is_file() else None
         conf = {(r.better, r.worse): family[r] for r in c.confirmatory if (r.table, r.row) == (ref.table, ref.row)}
-        found = [r for r in claim_results(cells, conf, c.level)
+        why = unconverged.get((ref.table, ref.row))
+        found = [r for r in claim_results(cells, conf, c.level, why, too_short)
                  if (r.claim.better, r.claim.worse) == (ref.better, ref.worse)] if cells is not None else []
         if found:
-            r = found[0]
-            p = r.pairs
-            ci = f"[{p.interval[0]:+.2f}, {p.interval[1]:+.2f}]" if p.interval else "–"
-            lines.append([ref.table, str(r.claim), str(p.n), f"{p.mean:+.2f}" if p.n else "–", ci, _p(p.p),
-                          _p(r.p_adjusted), f"{p.mde:.2f}" if p.mde is not None else "–", r.verdict])
+            lines.append(line(ref.table, str(found[0].claim), found[0].pairs, found[0].verdict, ref))
         else:
-            lines.append([ref.table, str(Claim(ref.better, ref.worse)), "0", "–", "–", "–", "–", "–",
+            lines.append([ref.table, str(Claim(ref.better, ref.worse)), "0", "–", "–", "–", "–", "–", "–", "–",
                           "no finished runs yet"])
+    for trend in c.trends:
+        p = trend_pairs(plan, tables_dir, trend)
+        why = next((unconverged[k] for k in unconverged if k[0] in (trend.larger_in, trend.than_in)), None)
+        verdict = f"{NOT_CONVERGED}: {why}" if why else judge(p, c.level, family.get(trend))
+        lines.append(line(f"{trend.larger_in} vs {trend.than_in}", trend_text(trend), p, verdict, trend))
     held = sum(line[-1] == REPRODUCED for line in lines)
     correction = "Holm's correction" if c.correction == "holm" else "no correction"
     head = (f"**Confirmatory claims** (registered in the config before its runs; family-wise level {c.level:g} "
-            f"with {correction} over the {len(lines)}): {held} of {len(lines)} hold.\n")
-    headers = ["table", "claim", "pairs n", "mean gain (points)", "95% interval", "p", "p adj.", "MDE", "verdict"]
+            f"with {correction} over the {len(lines)}, judged on the t test's adjusted p; the sign-flip p and its "
+            f"adjusted value are shown beside it): {held} of {len(lines)} hold.\n")
+    headers = ["table", "claim", "pairs n", "mean gain (points)", "95% interval", "p", "p adj.", "p perm.",
+               "p perm. adj.", "MDE", "verdict"]
     return head + "\n" + tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True) + "\n"
 
 
@@ -346,9 +489,15 @@ def _link(path: Path, start: Path) -> str:
 def report_text(plan: Plan, tables_dir: Path, figures_dir: Path, out_dir: Path) -> str:
     figures = planned_figures(plan, figures_dir)
     family = adjusted_family(plan, tables_dir)
-    parts = [f"# {plan.name}: Paying More Attention to Attention, reproduced\n",
+    summary_path = tables_dir.parent / "summary.csv"
+    checks = convergence_checks(plan, pd.read_csv(summary_path)) if plan.convergence and summary_path.is_file() \
+        else []
+    unconverged = {(c.table, c.row): c.why() for c in checks if c.converged is not True}
+    too_short = plan.convergence is None
+    parts = [f"# {plan.name}: test errors, claims and verdicts\n",
              "Test error (%), lower is better. Verdicts are computed from the table CSVs, "
-             "pairing the runs of two columns by seed.\n", WORDS + "\n", confirmatory_section(plan, tables_dir, family)]
+             "pairing the runs of two columns by seed.\n", WORDS + "\n", convergence_section(checks),
+             confirmatory_section(plan, tables_dir, family, unconverged, sign_flip_family(plan, tables_dir))]
     for f in (f for f in figures if f.kind == "gains"):
         link = _link(f.path, out_dir)
         caption = "Each method's gain over the student against the student's images per class"
@@ -360,10 +509,11 @@ def report_text(plan: Plan, tables_dir: Path, figures_dir: Path, out_dir: Path) 
         if csv.is_file():
             by_row: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
             for ref, p in family.items():
-                if ref.table == table:
+                if isinstance(ref, ClaimRef) and ref.table == table:
                     by_row.setdefault((ref.row, layout["metrics"][0]), {})[(ref.better, ref.worse)] = p
-            parts.append("**Verdict**\n\n" + "\n\n".join(table_verdicts(_read_csv(csv), by_row, plan.claims.level))
-                         + "\n")
+            why = {row: w for (t, row), w in unconverged.items() if t == table}
+            parts.append("**Verdict**\n\n" + "\n\n".join(table_verdicts(_read_csv(csv), by_row, plan.claims.level,
+                                                                          why, too_short)) + "\n")
         for f in (f for f in figures if f.table == table):
             caption = {"attention": f"Attention maps, {f.row}", "curves": f"Training curves, {f.row}",
                        "errors": f"{layout['title']}: every seed against the paper"}[f.kind]
@@ -380,6 +530,7 @@ def write_report(plan: Plan, tables_dir: Path | str, figures_dir: Path | str, ou
     return out
 
 
-__all__ = ["CLAIMS", "CONFIRMATORY", "EXPLORATORY", "PRECONDITION", "TOO_SHORT", "Claim", "Learning", "Result",
-           "adjusted_family", "claim_results", "claims_table", "compare", "judge", "learning_gap", "missing",
+__all__ = ["CLAIMS", "CONFIRMATORY", "EXPLORATORY", "NOT_CONVERGED", "PRECONDITION", "TOO_SHORT", "Claim",
+           "ConvergenceCheck", "Learning", "Result", "adjusted_family", "convergence_checks", "sign_flip_family",
+           "trend_pairs", "claim_results", "claims_table", "compare", "judge", "learning_gap", "missing",
            "row_verdict", "still_learning", "table_verdicts", "write_report"]

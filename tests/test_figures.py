@@ -226,8 +226,8 @@ def _table(cells: pd.DataFrame, confirmatory=None) -> dict[str, dict[str, str]]:
     """Claim -> its line in the Markdown claims table, by header."""
     lines = claims_table(claim_results(cells, confirmatory)).splitlines()
     headers = [c.strip() for c in lines[0].strip("|").split("|")]
-    assert headers == ["claim", "kind", "pairs n", "mean gain (points)", "95% interval", "p", "p adj.", "MDE",
-                       "verdict"]
+    assert headers == ["claim", "kind", "pairs n", "mean gain (points)", "95% interval", "p", "p adj.", "p perm.",
+                       "MDE", "verdict"]
     cells_of = ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])
     return {c[0]: dict(zip(headers, c, strict=True)) for c in cells_of}
 
@@ -255,8 +255,11 @@ def test_claims_pair_seeds_and_get_each_verdict_word():
     assert got["the teacher beats the student"][:2] == ["5", "+2.90"]
     assert got["the teacher beats the student"][-1] == "reproduced"
     assert got["AT beats the student"] == ["5", "+1.00", "[+0.56, +1.44]", "0.59", "reproduced"]
-    assert got["KD beats the student"] == ["5", "+0.40", "[-0.04, +0.84]", "0.59",
-                                           "inconclusive: only a gain of 0.59 points or more was detectable"]
+    assert got["KD beats the student"] == ["5", "+0.40", "[-0.04, +0.84]", "0.59", "inconclusive: its interval "
+                                           "rules out a gain above 0.84 points and a loss above 0.04"]
+    # AT's five gains (1, 0.5, 1.5, 1, 1) are all positive: of the 32 sign flips only they and their mirror reach
+    # |sum| = 5, so the exact p is 2/32
+    assert _table(_csv({"student": STUDENT, "at": at}))["AT beats the student"]["p perm."] == "0.062"
     assert got["AT+KD beats AT"] == ["5", "-0.50", "[-0.94, -0.06]", "0.59", "not reproduced"]
     assert got["AT+KD beats KD"][:3] == ["5", "+0.10", "[-0.34, +0.54]"]
 

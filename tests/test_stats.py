@@ -145,3 +145,20 @@ def test_holm_by_hand():
     assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
     assert holm([0.02]) == pytest.approx([0.02])  # one claim: nothing to correct
     assert holm([]) == []
+
+
+def test_sign_flip_p_by_hand_enumeration():
+    from atlib.stats import sign_flip_p
+
+    # d = (1, 2, 3): the 8 sign assignments give sums +-1 +-2 +-3 = 6, 4, 2, 0, 0, -2, -4, -6; |sum| >= 6 twice
+    assert sign_flip_p([1, 2, 3]) == 2 / 8
+    # d = (1, -2, 3): observed |sum| 2; |sums| are 6, 4, 2, 0, 0, 2, 4, 6: six of the eight reach 2
+    assert sign_flip_p([1, -2, 3]) == 6 / 8
+    # every pair of the same sign: only the observed assignment and its mirror reach it, 2 / 2^n
+    assert sign_flip_p([0.5] * 8) == 2 / 256 and sign_flip_p([0.5, 1, 2, 3, 4]) == 2 / 32
+    assert sign_flip_p([0.0, 0.0]) == 1.0  # a zero sum: every assignment is as extreme
+    assert sign_flip_p([0.1 + 0.2, -0.3]) == 1.0  # 0.30000000000000004 - 0.3 is a tie with 0, not a gain
+
+
+def test_paired_gives_its_sign_flip_p():
+    assert paired({0: 3.0, 1: 2.0, 2: 1.0}, {0: 0.0, 1: 0.0, 2: 0.0}).p_sign_flip == 2 / 8
