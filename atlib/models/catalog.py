@@ -15,6 +15,8 @@ PAPER = (
      "3: the two pooled blocks and the last convolution (group_outputs: conv, each block's last convolution)"),
     ("resnet-18, resnet-34", "options: pretrained (imagenet: torchvision's cache file, or a path)",
      "layer1, layer2, layer3, layer4"),
+    ("preresnet-18, preresnet-34", "fb.resnet.torch's pre-activation ResNet (preresnet.lua), fb's initialisation",
+     "its 4 groups of residual blocks, each group's raw residual sum"),
 )
 
 
