@@ -103,6 +103,10 @@ def test_a_run_with_eval_every_records_test_error_only_where_it_tested(tmp_path)
     assert ["test_error" in h for h in m["history"]] == [False, True, True]
     assert m["final_test_error"] == m["history"][-1]["test_error"]
     assert m["best_test_error"] == min(h["test_error"] for h in m["history"][1:])
+    # fb's main.lua: the first epoch with the lowest top-1 (a strict <), and the top-5 of that epoch
+    tested = [h for h in m["history"] if "test_error" in h]
+    first_best = next(h for h in tested if h["test_error"] == m["best_test_error"])
+    assert (m["best_epoch"], m["best_test_error_top5"]) == (first_best["epoch"], first_best["test_error_top5"])
 
 
 def test_numbers_our_copy_does_not_show_in_full_keep_their_mark():
