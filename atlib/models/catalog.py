@@ -23,7 +23,8 @@ PAPER = (
 def listing() -> str:
     """Every name: the paper's networks, torchvision's classifiers by their default groups, a user's factory."""
     lines = ["The paper's networks (their groups are fixed):"]
-    lines += [f"  {name:<22} {what}\n  {'':<22} groups: {groups}" for name, what, groups in PAPER]
+    width = max(len(name) for name, _, _ in PAPER)
+    lines += [f"  {name:<{width}} {what}\n  {'':<{width}} groups: {groups}" for name, what, groups in PAPER]
     by_groups: dict[tuple[str, ...], list[str]] = {}
     for name in tv.names():
         by_groups.setdefault(tv.groups_of(name), []).append(f"tv:{name}")
