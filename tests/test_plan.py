@@ -174,9 +174,12 @@ def bad(mutate):
     (lambda c: c["tables"]["table1"].update(teacher_seed="each"), "teacher_seed"),
     (lambda c: c["tables"]["table1"]["rows"][0].update(methods={"distill": {}}), "methods.distill: unknown"),
     (lambda c: c["recipes"]["quick"].update(epochs=-1), "recipes.quick.epochs"),
-    (lambda c: c["recipes"]["quick"].update(init="xavier"), "recipes.quick.init: expected one of torch, authors"),
+    (lambda c: c["recipes"]["quick"].update(init="xavier"), "recipes.quick.init: expected one of torch, authors, fb"),
     (lambda c: c["recipes"]["quick"].update(precision="fp16"), "recipes.quick.precision: expected one of bf16, fp32"),
     (lambda c: c["recipes"]["quick"].update(freeze_stem="yes"), "recipes.quick.freeze_stem"),
+    (lambda c: c["recipes"]["quick"].update(momentum_reset=0), "recipes.quick.momentum_reset: expected true or false"),
+    (lambda c: c["recipes"]["quick"].update(reported="last"), "recipes.quick.reported: expected one of final, best"),
+    (lambda c: c["methods"].update(symmetry={"output_beta": -1}), "methods.symmetry.output_beta: expected a number"),
     (lambda c: c["tables"]["table1"]["columns"].append("at"), "duplicate column"),
 ])
 def test_bad_configs_name_the_key(mutate, match):
