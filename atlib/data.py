@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .datafiles import FMNIST_FILES, fmnist_files
-from .spec import AUGMENTATIONS, ConfigError, DataConfig, DataError
+from .spec import AUGMENTATIONS, FOLDER_ONLY, ConfigError, DataConfig, DataError
 
 # Zagoruyko's CIFAR code uses these per-channel statistics (0..255 scale).
 CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
@@ -34,6 +34,14 @@ FMNIST_MEAN = (0.2860,)
 FMNIST_STD = (0.3530,)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# fb.resnet.torch's datasets/imagenet.lua: the principal components of ImageNet's RGB pixels (0..1 scale),
+# eigenvalues and eigenvectors (one per column), and its colour jitter and lighting strengths
+FB_EIGVAL = (0.2175, 0.0188, 0.0045)
+FB_EIGVEC = ((-0.5675, 0.7192, 0.4009),
+             (-0.5808, -0.0045, -0.8140),
+             (-0.5836, -0.6948, 0.4203))
+FB_JITTER = 0.4  # brightness, contrast and saturation
+FB_LIGHTING = 0.1  # alphastd
 
 SYNTHETIC_SEED = 20170101  # fixed, so every run (and train and test) shares the class patterns
 
@@ -94,7 +102,8 @@ def set_augmentation(source: Source, augment: str) -> None:
 
     In-memory datasets: ``crop+flip`` (the paper's CIFAR recipe, the default), ``flip`` (Table 3: flips only)
     or ``none``. Image folders: ``crop+flip`` (ImageNet's random-resized crop, the default),
-    ``scale+crop+flip`` (the paper's CUB/Scenes recipe), ``flip`` or ``none`` (see :func:`_folder_transform`).
+    ``scale+crop+flip`` (the paper's CUB/Scenes recipe), ``crop+jitter+lighting+flip`` (fb.resnet.torch's),
+    ``flip`` or ``none`` (see :func:`_folder_transform`).
     """
     if augment not in AUGMENTATIONS:
         raise ConfigError(f"recipe.augment: expected one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
@@ -103,10 +112,10 @@ def set_augmentation(source: Source, augment: str) -> None:
         return
     if not isinstance(source, TensorSource):
         raise ConfigError(f"recipe.augment: {type(source).__name__} takes no augmentation setting")
-    if augment == "scale+crop+flip":
-        raise ConfigError("recipe.augment: 'scale+crop+flip' rescales an image folder's images and is available "
-                          "for imagefolder datasets only; in-memory datasets (cifar10, cifar100, fashion-mnist, "
-                          "synthetic) take crop+flip, flip or none")
+    if augment in FOLDER_ONLY:
+        raise ConfigError(f"recipe.augment: {augment!r} rescales or recolours an image folder's RGB images and is "
+                          "available for imagefolder datasets only; in-memory datasets (cifar10, cifar100, "
+                          "fashion-mnist, synthetic) take crop+flip, flip or none")
     if augment == "crop+flip":
         return  # the source's own reflect-pad and crop, as built
     source.pad, source.flip = 0, augment == "flip"
@@ -447,24 +456,51 @@ class _Transformed(Dataset):
             return self.transform(image), label
 
 
+class Lighting:
+    """fb.resnet.torch's ``Lighting`` (AlexNet's PCA colour noise) on a (3, H, W) RGB tensor in [0, 1]: every
+    pixel gets the same RGB offset, the eigenvectors weighted by alpha * eigenvalue, alpha ~ N(0, alphastd)."""
+
+    def __init__(self, alphastd: float = FB_LIGHTING, eigval: Sequence[float] = FB_EIGVAL,
+                 eigvec: Sequence[Sequence[float]] = FB_EIGVEC) -> None:
+        self.alphastd = alphastd
+        self.eigval = torch.tensor(eigval, dtype=torch.float32)
+        self.eigvec = torch.tensor(eigvec, dtype=torch.float32)
+
+    def offset(self, alpha: Tensor) -> Tensor:
+        """rgb_i = sum_j eigvec[i, j] * alpha_j * eigval_j."""
+        return self.eigvec @ (alpha * self.eigval)
+
+    def __call__(self, image: Tensor) -> Tensor:
+        if self.alphastd == 0:
+            return image
+        alpha = torch.empty(3).normal_(0.0, self.alphastd)  # the global generator: seeded per image
+        return image + self.offset(alpha).view(3, 1, 1)
+
+
 def _folder_transform(augment: str, image_size: int) -> Callable[[Any], Tensor]:
     """An image folder's transform from a PIL image to a normalised ``image_size`` square tensor.
 
     ``crop+flip``: ImageNet's random-resized crop and a flip. ``scale+crop+flip``: the paper's CUB/Scenes
     recipe (4.2.1: "rescale to 256 in one dimension and then take a random crop" of 224): shorter side to
-    256/224 of ``image_size``, a random ``image_size`` crop and a flip. ``flip``: the test geometry and a flip.
-    ``none``: the test transform, ImageNet's (shorter side to 256/224 of ``image_size``, centre crop).
+    256/224 of ``image_size``, a random ``image_size`` crop and a flip. ``crop+jitter+lighting+flip``:
+    fb.resnet.torch's ImageNet training transform (datasets/imagenet.lua): the random-resized crop, brightness,
+    contrast and saturation jitter of 0.4 in random order, PCA lighting of 0.1 on the [0, 1] pixels, then the
+    normalisation and a flip (a flip commutes with these per-pixel steps). ``flip``: the test geometry and a
+    flip. ``none``: the test transform, ImageNet's (shorter side to 256/224 of ``image_size``, centre crop).
     """
     from torchvision import transforms as T
 
     side = round(image_size * 256 / 224)
-    geometry = {
-        "crop+flip": [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()],
-        "scale+crop+flip": [T.Resize(side), T.RandomCrop(image_size), T.RandomHorizontalFlip()],
-        "flip": [T.Resize(side), T.CenterCrop(image_size), T.RandomHorizontalFlip()],
-        "none": [T.Resize(side), T.CenterCrop(image_size)],
+    steps = {
+        "crop+flip": [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.ToTensor()],
+        "scale+crop+flip": [T.Resize(side), T.RandomCrop(image_size), T.RandomHorizontalFlip(), T.ToTensor()],
+        "crop+jitter+lighting+flip": [T.RandomResizedCrop(image_size),
+                                      T.ColorJitter(brightness=FB_JITTER, contrast=FB_JITTER, saturation=FB_JITTER),
+                                      T.ToTensor(), Lighting(), T.RandomHorizontalFlip()],
+        "flip": [T.Resize(side), T.CenterCrop(image_size), T.RandomHorizontalFlip(), T.ToTensor()],
+        "none": [T.Resize(side), T.CenterCrop(image_size), T.ToTensor()],
     }[augment]
-    return T.Compose([*geometry, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return T.Compose([*steps, T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
 class FolderSource(Source):

@@ -269,12 +269,18 @@ def build_run(spec: RunSpec) -> Run:
         # In place (nn.Module.compile): checkpoints keep their keys, and evaluate() runs the student eagerly,
         # so only the training step is compiled. Its cost and effect: the comment of atlib.spec.Recipe.compile.
         objective.compile()
-    r = spec.recipe
-    optimizer = torch.optim.SGD([p for p in objective.parameters() if p.requires_grad], lr=r.lr,
-                                momentum=r.momentum, weight_decay=r.weight_decay, nesterov=r.nesterov)
+    optimizer = make_optimizer([p for p in objective.parameters() if p.requires_grad], spec.recipe)
     run = Run(spec, device, source, student, teacher, teacher_info, objective, optimizer)
-    run.cache, run.teacher_outputs = teacher_cache.prepare(objective, source, r, run.amp)
+    run.cache, run.teacher_outputs = teacher_cache.prepare(objective, source, spec.recipe, run.amp)
     return run
+
+
+def make_optimizer(params: list[nn.Parameter], recipe: Any) -> torch.optim.SGD:
+    """The recipe's SGD: torch's update is Torch's optim.sgd with dampening 0 (the weight decay added to the
+    gradient, the buffer b = momentum * b + g, and with Nesterov the step g + momentum * b), as fb.resnet.torch
+    runs it (nesterov true) and the authors' cifar.py and imagenet.py (nesterov false)."""
+    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+                           nesterov=recipe.nesterov)
 
 
 def run_tags(spec: RunSpec, teacher_info: dict[str, Any] | None) -> dict[str, str]:
@@ -366,11 +372,15 @@ def train_epochs(run: Run, out_dir: Path, log: Log = print) -> dict[str, Any]:
         last = dict(zip(("test_error", "test_error_top5"), evaluate(student, source, r.eval_batch_size, run.amp),
                         strict=True))
         best = last["test_error"]
+    # the epoch fb.resnet.torch reports: the first with the lowest top-1 error, and its top-5 error
+    tested = [h for h in history if h.get("test_error") is not None]
+    best_row = min(tested, key=lambda h: h["test_error"]) if tested else last
     metrics = {
         **meta, "run_id": spec.run_id, "seed": spec.seed, "method": spec.method.name,
         "final_test_error": last.get("test_error"), "final_test_error_top5": last.get("test_error_top5"),
         **({"final_validation_error": last["validation_error"]} if "validation_error" in last else {}),
-        "best_test_error": best if last else None, "epochs": len(history), "history": history,
+        "best_test_error": best if last else None, "best_test_error_top5": best_row.get("test_error_top5"),
+        "best_epoch": best_row.get("epoch"), "epochs": len(history), "history": history,
         "num_parameters": num_parameters(student), "checkpoint_sha256": rundir.sha256(model_path),
         "checkpoint_bytes": model_path.stat().st_size,
         "train_seconds": sum(h["epoch_seconds"] for h in history), "startup_seconds": startup,

@@ -20,7 +20,8 @@ from tabulate import tabulate
 from .plan import ClaimRef, Convergence, Plan, TrendRef, planned_figures
 from .rundir import atomic_write_text
 from .runkey import RunKey
-from .stats import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Paired, holm, paired
+from .stats import INCONCLUSIVE, MEDIAN_MIN_N, NOT_REPRODUCED, REPRODUCED, Paired, holm, paired
+from .tables import known
 
 TOO_SHORT = "too short to judge"
 NOT_CONVERGED = "not converged"
@@ -482,6 +483,36 @@ def confirmatory_section(plan: Plan, tables_dir: Path, family: Mapping[Ref, floa
     return head + "\n" + tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True) + "\n"
 
 
+class Agreement(NamedTuple):
+    """How many cells put the paper's number within our seeds' [min, max] (of those judged: a paper number and
+    two seeds or more), and within the interval of our median (of those with five seeds or more)."""
+
+    in_range: int = 0
+    range_judged: int = 0
+    in_ci: int = 0
+    ci_judged: int = 0
+
+    def __add__(self, other: tuple) -> Agreement:  # type: ignore[override]
+        return Agreement(*(a + b for a, b in zip(self, other, strict=True)))
+
+    def __str__(self) -> str:
+        if not self.range_judged:
+            return ("**Agreement with the paper**: no cell has both a paper number and two finished seeds yet.")
+        text = (f"**Agreement with the paper**: the paper's number lies within our seeds' [min, max] in "
+                f"{self.in_range} of {self.range_judged} cells (those with a paper number and two or more seeds)")
+        if self.ci_judged:
+            text += (f", and within the confidence interval of our median in {self.in_ci} of {self.ci_judged} "
+                     f"(those with {MEDIAN_MIN_N} or more seeds)")
+        return text + "."
+
+
+def agreement(csv: pd.DataFrame) -> Agreement:
+    """The counts of one table's long CSV (its ``in_range`` and ``in_median_ci`` columns)."""
+    found = [(known(c, "in_range"), known(c, "in_median_ci")) for _, c in csv.iterrows()]
+    return Agreement(sum(r is True for r, _ in found), sum(r is not None for r, _ in found),
+                     sum(m is True for _, m in found), sum(m is not None for _, m in found))
+
+
 def _link(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
 
@@ -494,9 +525,12 @@ def report_text(plan: Plan, tables_dir: Path, figures_dir: Path, out_dir: Path) 
         else []
     unconverged = {(c.table, c.row): c.why() for c in checks if c.converged is not True}
     too_short = plan.convergence is None
+    csvs = {t: _read_csv(tables_dir / f"{t}.csv") for t in plan.tables if (tables_dir / f"{t}.csv").is_file()}
+    total = sum((agreement(csv) for csv in csvs.values()), Agreement())
     parts = [f"# {plan.name}: test errors, claims and verdicts\n",
              "Test error (%), lower is better. Verdicts are computed from the table CSVs, "
-             "pairing the runs of two columns by seed.\n", WORDS + "\n", convergence_section(checks),
+             "pairing the runs of two columns by seed.\n", WORDS + "\n", f"{total} (all tables)\n",
+             convergence_section(checks),
              confirmatory_section(plan, tables_dir, family, unconverged, sign_flip_family(plan, tables_dir))]
     for f in (f for f in figures if f.kind == "gains"):
         link = _link(f.path, out_dir)
@@ -507,6 +541,7 @@ def report_text(plan: Plan, tables_dir: Path, figures_dir: Path, out_dir: Path) 
         parts.append(md.read_text().rstrip() + "\n" if md.is_file()
                      else f"## {layout['title']}\n\n*{md} not written yet.*\n")
         if csv.is_file():
+            parts.append(f"{agreement(csvs[table])}\n")
             by_row: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
             for ref, p in family.items():
                 if isinstance(ref, ClaimRef) and ref.table == table:
@@ -530,7 +565,7 @@ def write_report(plan: Plan, tables_dir: Path | str, figures_dir: Path | str, ou
     return out
 
 
-__all__ = ["CLAIMS", "CONFIRMATORY", "EXPLORATORY", "NOT_CONVERGED", "PRECONDITION", "TOO_SHORT", "Claim",
-           "ConvergenceCheck", "Learning", "Result", "adjusted_family", "convergence_checks", "sign_flip_family",
-           "trend_pairs", "claim_results", "claims_table", "compare", "judge", "learning_gap", "missing",
-           "row_verdict", "still_learning", "table_verdicts", "write_report"]
+__all__ = ["CLAIMS", "CONFIRMATORY", "EXPLORATORY", "NOT_CONVERGED", "PRECONDITION", "TOO_SHORT", "Agreement", "Claim",
+           "ConvergenceCheck", "Learning", "Result", "adjusted_family", "agreement", "claim_results", "claims_table",
+           "compare", "convergence_checks", "judge", "learning_gap", "missing", "row_verdict", "sign_flip_family",
+           "still_learning", "table_verdicts", "trend_pairs", "write_report"]

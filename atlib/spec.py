@@ -22,8 +22,10 @@ from .methods import Method
 DEVICES = ("auto", "cpu", "cuda")
 # crop+flip: the dataset's standard crop (CIFAR/Fashion-MNIST: reflect-pad 4 and crop; an image folder: ImageNet's
 # random-resized crop); scale+crop+flip (image folders): shorter side to 256/224 of image_size, random crop
-# (the paper's CUB/Scenes recipe); flip: flips only (Table 3); none.
-AUGMENTATIONS = ("crop+flip", "scale+crop+flip", "flip", "none")
+# (the paper's CUB/Scenes recipe); crop+jitter+lighting+flip (image folders): fb.resnet.torch's ImageNet training
+# transform (the random-resized crop, colour jitter 0.4, PCA lighting 0.1, flip); flip: flips only (Table 3); none.
+AUGMENTATIONS = ("crop+flip", "scale+crop+flip", "crop+jitter+lighting+flip", "flip", "none")
+FOLDER_ONLY = ("scale+crop+flip", "crop+jitter+lighting+flip")  # they resize or recolour an image folder's images
 # Names that become parts of run ids, hence of paths under results/ and of MLflow searches: no separators,
 # no "..", no quotes, no spaces. The schema's propertyNames patterns say the same.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
@@ -170,11 +172,11 @@ def _is_int(value: Any, low: int) -> bool:
 # --- model names ------------------------------------------------------------------------------
 
 KNOWN = ("wrn-<depth>-<width> (depth = 6n+4, e.g. wrn-16-1, wrn-16-2, wrn-40-1, wrn-40-2)",
-         "nin-wide", "nin-thin", "resnet-18", "resnet-34",
+         "nin-wide", "nin-thin", "resnet-18", "resnet-34", "preresnet-18", "preresnet-34",
          "tv:<torchvision classifier> (e.g. tv:resnet50, tv:mobilenet_v3_small; `atlib models` lists them)",
          "<package.module>:<factory> (your own network)")
 OPTIONS = {"wrn": set(), "nin": {"batchnorm", "relu_before_pool", "group_outputs"}, "resnet": {"pretrained"},
-           "tv": {"weights", "groups"}, "factory": {"groups"}}
+           "preresnet": set(), "tv": {"weights", "groups"}, "factory": {"groups"}}
 # Families whose attention groups are modules named by path (atlib.models.tap): checking them needs torch.
 TAPPED = ("tv", "factory")
 TV_NAME = re.compile(r"tv:[a-z][a-z0-9_]*")  # "tv:" is torchvision's: a user's module is never called tv
@@ -194,6 +196,8 @@ def family(name: str) -> str:
         return "nin"
     if name in ("resnet-18", "resnet-34"):
         return "resnet"
+    if name in ("preresnet-18", "preresnet-34"):
+        return "preresnet"
     if name.startswith("tv:"):
         if TV_NAME.fullmatch(name):
             return "tv"  # whether torchvision has it: atlib.models.tv (torch), from the plan's preflight
@@ -293,8 +297,12 @@ def _fmt(v: Any) -> str:
     return Path(v).stem if isinstance(v, str) and "/" in v else str(v)
 
 
-# torch: PyTorch's initialisation (batch-norm weights 1); authors: the authors' code (atlib/models/init.py)
-INITS: tuple[str, ...] = ("torch", "authors")
+# torch: PyTorch's initialisation (batch-norm weights 1), or a network's own where its constructor draws it;
+# authors: the authors' code; fb: fb.resnet.torch's (fan-out convolutions, batch-norm weights 1): atlib/models/init.py
+INITS: tuple[str, ...] = ("torch", "authors", "fb")
+# which test error a run's table reports: its last epoch's, or its best epoch's (fb.resnet.torch's "Finished"
+# line: the lowest top-1 and the top-5 of that epoch)
+REPORTED: tuple[str, ...] = ("final", "best")
 # bf16: autocast on CUDA; fp32: IEEE single precision on CUDA (TF32 off). A CPU computes in fp32 either way.
 PRECISIONS: tuple[str, ...] = ("bf16", "fp32")
 
@@ -312,6 +320,10 @@ class Recipe:
     weight_decay: float = 5e-4
     milestones: tuple[float, ...] = (0.3, 0.6, 0.8)  # fractions of the epochs: 60/120/160 of 200
     gamma: float = 0.2
+    # A drop zeroes SGD's momentum, as the authors' cifar.py and imagenet.py build a new optimizer at each;
+    # fb.resnet.torch keeps one optimState, so its momentum runs on through a drop (false).
+    momentum_reset: bool = True
+    reported: str = "final"  # which epoch's test error the tables show beside the paper's: see REPORTED
     eval_batch_size: int = 512
     eval_every: int = 1  # test every N epochs (and always after the last): a full test set costs a CPU run a lot
     augment: str = "crop+flip"  # "flip": Table 3's flips only; "none"
@@ -347,11 +359,13 @@ class Recipe:
         r = cls(**cfg)
         if r.augment not in AUGMENTATIONS:
             raise ConfigError(f"{where}.augment: expected one of {', '.join(AUGMENTATIONS)}, got {r.augment!r}")
-        for key in ("compile", "freeze_stem", "teacher_cache"):
+        for key in ("compile", "freeze_stem", "nesterov", "momentum_reset", "teacher_cache"):
             if not isinstance(getattr(r, key), bool):
                 raise ConfigError(f"{where}.{key}: expected true or false, got {getattr(r, key)!r}")
         if r.init not in INITS:
             raise ConfigError(f"{where}.init: expected one of {', '.join(INITS)}, got {r.init!r}")
+        if r.reported not in REPORTED:
+            raise ConfigError(f"{where}.reported: expected one of {', '.join(REPORTED)}, got {r.reported!r}")
         if r.precision not in PRECISIONS:
             raise ConfigError(f"{where}.precision: expected one of {', '.join(PRECISIONS)}, got {r.precision!r}")
         if any(not isinstance(g, int) or g < 0 for g in r.freeze_groups):
@@ -382,9 +396,14 @@ class Recipe:
     def lr_at(self, epoch: int) -> float:
         return self.lr * self.gamma ** self.drops(epoch)
 
-    def resets_momentum(self, epoch: int) -> bool:
-        """The authors build a new optimizer at each drop, so SGD's momentum starts again from zero."""
+    def drops_at(self, epoch: int) -> bool:
+        """Whether the learning rate drops at the start of (0-based) ``epoch``."""
         return epoch > 0 and self.drops(epoch) != self.drops(epoch - 1)
+
+    def resets_momentum(self, epoch: int) -> bool:
+        """The authors build a new optimizer at each drop, so SGD's momentum starts again from zero (unless
+        ``momentum_reset`` is off, as in fb.resnet.torch)."""
+        return self.momentum_reset and self.drops_at(epoch)
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,27 @@ def paired(a: Mapping[int, float], b: Mapping[int, float]) -> Paired:
     return Paired(seeds, tuple(a[s] - b[s] for s in seeds))
 
 
+MEDIAN_LEVEL = 0.90  # the least coverage of the median's interval below
+MEDIAN_MIN_N = 5  # fewer seeds give no order-statistic interval of the median at that coverage
+
+
+def median_interval(values: Sequence[float], level: float = MEDIAN_LEVEL) -> tuple[float, float, float] | None:
+    """The distribution-free interval of the median of ``values``' population from order statistics:
+    [x_(k), x_(n+1-k)] covers the median with probability 1 - 2 P(Bin(n, 1/2) <= k - 1); k is the largest
+    whose coverage is at least ``level``. Returns (low, high, coverage); None under :data:`MEDIAN_MIN_N` values.
+    Five values give [min, max] at 1 - 2/32 = 93.75%."""
+    n = len(values)
+    if n < MEDIAN_MIN_N:
+        return None
+    x = sorted(values)
+
+    def coverage(k: int) -> float:
+        return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n
+
+    k = max((k for k in range(1, n // 2 + 1) if coverage(k) >= level), default=1)
+    return x[k - 1], x[n - k], coverage(k)
+
+
 def verdict(interval: tuple[float, float]) -> str:
     """The word for a claim whose side is d > 0: the interval above 0, below 0, or containing it."""
     low, high = interval
@@ -157,5 +178,5 @@ def verdict(interval: tuple[float, float]) -> str:
     return INCONCLUSIVE
 
 
-__all__ = ["INCONCLUSIVE", "NOT_REPRODUCED", "REPRODUCED", "Paired", "holm", "paired", "sign_flip_p", "t_quantile",
-           "t_two_sided_p", "verdict"]
+__all__ = ["INCONCLUSIVE", "NOT_REPRODUCED", "REPRODUCED", "Paired", "holm", "median_interval", "paired", "sign_flip_p",
+           "t_quantile", "t_two_sided_p", "verdict"]

@@ -18,6 +18,7 @@ from atlib.data import (
     CIFAR_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    Lighting,
     TensorSource,
     load,
     read_idx,
@@ -454,6 +455,8 @@ def test_scale_crop_flip_is_for_image_folders_only():
     src = unique_source(pad=4)
     with pytest.raises(ConfigError, match=r"recipe\.augment: 'scale\+crop\+flip'.*imagefolder"):
         set_augmentation(src, "scale+crop+flip")
+    with pytest.raises(ConfigError, match=r"recipe\.augment: 'crop\+jitter\+lighting\+flip'.*imagefolder"):
+        set_augmentation(src, "crop+jitter+lighting+flip")
     with pytest.raises(ConfigError, match=r"recipe\.augment: expected one of crop\+flip, .*'jitter'"):
         set_augmentation(src, "jitter")
     assert (src.pad, src.flip) == (4, True)  # a refused setting leaves the source's own crop and flip
@@ -642,3 +645,61 @@ def test_per_class_with_train_size_or_a_bad_seed_is_refused():
 def test_train_steps_counts_the_batches_the_source_yields(n, batch, steps):
     src = load(DataConfig(name="synthetic", synthetic_train=max(n, 2), synthetic_test=8, size=8, train_size=n))
     assert src.train_steps(batch) == sum(1 for _ in src.train_batches(0, 0, batch)) == steps
+
+
+# --- fb.resnet.torch's colour augmentation (datasets/imagenet.lua, datasets/transforms.lua) ----------------------
+
+def test_lighting_adds_fbs_pca_offset_by_hand():
+    """transforms.lua's Lighting: rgb = eigvec:clone():cmul(alpha:view(1,3):expand(3,3)):cmul(eigval:view(1,3)
+    :expand(3,3)):sum(2), added to every pixel of channel i. imagenet.lua's eigval (0.2175, 0.0188, 0.0045) and
+    eigvec rows (-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203)."""
+    lighting = Lighting()
+    # alpha = (1, 0, 0): the first eigenvector times 0.2175
+    first = lighting.offset(torch.tensor([1.0, 0.0, 0.0]))
+    assert first.tolist() == pytest.approx([-0.12343125, -0.126324, -0.126933], abs=1e-7)
+    # alpha = (0, 2, -1): 2 * 0.0188 * column 2 - 0.0045 * column 3
+    #   R 0.0376 * 0.7192 - 0.0045 * 0.4009 = 0.02704192 - 0.00180405 = 0.02523787
+    #   G 0.0376 * -0.0045 - 0.0045 * -0.8140 = -0.0001692 + 0.003663 = 0.0034938
+    #   B 0.0376 * -0.6948 - 0.0045 * 0.4203 = -0.02612448 - 0.00189135 = -0.02801583
+    mixed = lighting.offset(torch.tensor([0.0, 2.0, -1.0]))
+    assert mixed.tolist() == pytest.approx([0.02523787, 0.0034938, -0.02801583], abs=1e-7)
+    # on an image: alpha ~ N(0, 0.1), drawn from the generator the folder source seeds per image, one offset for
+    # every pixel of a channel
+    image = torch.rand(3, 4, 5)
+    torch.manual_seed(7)
+    out = lighting(image)
+    torch.manual_seed(7)
+    alpha = torch.empty(3).normal_(0.0, 0.1).tolist()
+    eigval, eigvec = (0.2175, 0.0188, 0.0045), lighting.eigvec.tolist()
+    by_hand = [sum(eigvec[i][j] * alpha[j] * eigval[j] for j in range(3)) for i in range(3)]
+    assert (out - image).flatten(1).tolist() == [pytest.approx([v] * 20, abs=1e-6) for v in by_hand]
+    assert torch.equal(Lighting(alphastd=0)(image), image)
+
+
+def test_folder_jitter_and_lighting_recolour_a_grey_image(tmp_path):
+    """A grey image stays grey under any crop, flip, brightness, contrast or saturation change (each mixes it with
+    a grey): only the lighting's offset, which differs per channel, gives it a colour, the same at every pixel."""
+    from torchvision import transforms as T
+
+    from atlib.data import _folder_transform
+
+    for split in ("train", "val"):
+        (tmp_path / split / "grey").mkdir(parents=True)
+        for i in range(2):  # two: a training batch of one image is dropped (batch norm needs two)
+            Image.fromarray(np.full((40, 60, 3), 128, dtype=np.uint8)).save(tmp_path / split / "grey" / f"{i}.png")
+    src = load(DataConfig("imagefolder", root=str(tmp_path), image_size=32))
+    src.num_workers = 0
+    set_augmentation(src, "crop+jitter+lighting+flip")
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    levels = []
+    for epoch in range(4):
+        (x, _), = src.train_batches(epoch, 0, 2)
+        for image in x:
+            per_channel = (image * std + mean).flatten(1)  # the [0, 1] RGB image before the normalisation
+            assert torch.allclose(per_channel, per_channel[:, :1].expand_as(per_channel), atol=1e-5)  # uniform
+            assert (per_channel[:, 0].max() - per_channel[:, 0].min()).item() > 1e-4  # the lighting's colour
+            levels.append(round(per_channel[0, 0].item(), 4))
+    assert len(set(levels)) == 8  # each image and epoch draws its own jitter and lighting
+    jitter = next(t for t in _folder_transform("crop+jitter+lighting+flip", 32).transforms
+                  if isinstance(t, T.ColorJitter))
+    assert (jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue) == ((0.6, 1.4),) * 3 + (None,)

@@ -103,6 +103,10 @@ def test_a_run_with_eval_every_records_test_error_only_where_it_tested(tmp_path)
     assert ["test_error" in h for h in m["history"]] == [False, True, True]
     assert m["final_test_error"] == m["history"][-1]["test_error"]
     assert m["best_test_error"] == min(h["test_error"] for h in m["history"][1:])
+    # fb's main.lua: the first epoch with the lowest top-1 (a strict <), and the top-5 of that epoch
+    tested = [h for h in m["history"] if "test_error" in h]
+    first_best = next(h for h in tested if h["test_error"] == m["best_test_error"])
+    assert (m["best_epoch"], m["best_test_error_top5"]) == (first_best["epoch"], first_best["test_error_top5"])
 
 
 def test_numbers_our_copy_does_not_show_in_full_keep_their_mark():
@@ -160,3 +164,67 @@ def test_lr_drop_and_transfer_start_on_the_same_step(tmp_path, monkeypatch):
     assert first_low_lr == first_transfer == 6
     assert [on for _, on in steps] == [False] * 6 + [True] * 9
     assert [lr for lr, _ in steps] == pytest.approx([0.1] * 6 + [0.02] * 9)
+
+
+def paper_recipe(name: str) -> Recipe:
+    import yaml
+    from conftest import ROOT
+
+    return Recipe.from_config(yaml.safe_load((ROOT / "config/paper.yaml").read_text())["recipes"][name])
+
+
+def fb_sgd(epochs: int, steps: int, w: float, lr_of, nesterov: bool, reset_at: set[int],
+           momentum: float = 0.9, wd: float = 1e-4) -> list[float]:
+    """Torch's optim.sgd (dampening 0) on the loss w^2 / 2, whose gradient is w, by hand: dfdx = g + wd * x; the
+    buffer starts as dfdx, then b = momentum * b + dfdx; Nesterov steps by dfdx + momentum * b, else by b. A new
+    optimizer (1-based epochs in ``reset_at``) starts the buffer again."""
+    path, buffer = [], None
+    for epoch in range(1, epochs + 1):
+        if epoch in reset_at:
+            buffer = None
+        for _ in range(steps):
+            d = w + wd * w
+            buffer = d if buffer is None else momentum * buffer + d
+            w -= lr_of(epoch) * (d + momentum * buffer if nesterov else buffer)
+            path.append(w)
+    return path
+
+
+def engine_sgd(recipe: Recipe, steps: int, w0: float) -> list[float]:
+    from atlib.engine import make_optimizer
+
+    w = nn.Parameter(torch.tensor([w0], dtype=torch.float64))
+    opt = make_optimizer([w], recipe)
+    path = []
+    for epoch in range(recipe.epochs):
+        start_epoch(opt, recipe, epoch)
+        for _ in range(steps):
+            opt.zero_grad()
+            (w * w / 2).sum().backward()
+            opt.step()
+            path.append(w.item())
+    return path
+
+
+def test_fb_recipe_steps_as_train_lua_nesterov_without_momentum_reset():
+    """Table 5's fb-imagenet recipe, 100 epochs of 2 steps: train.lua's learningRate (1-based epoch e:
+    0.1 * 0.1^floor((e - 1) / 30)), Nesterov, and one optimState for the run (no buffer reset at a drop)."""
+    r = paper_recipe("fb-imagenet")
+    fb_lr = [0.1 * 0.1 ** ((e - 1) // 30) for e in range(1, 101)]
+    assert [r.lr_at(e) for e in range(100)] == pytest.approx(fb_lr)
+    assert [e + 1 for e in range(100) if r.drops_at(e)] == [31, 61, 91]
+    assert not any(r.resets_momentum(e) for e in range(100))
+    expected = fb_sgd(100, 2, 1.0, lambda e: fb_lr[e - 1], nesterov=True, reset_at=set())
+    assert engine_sgd(r, 2, 1.0) == pytest.approx(expected, rel=1e-12)
+    # neither a heavy-ball step nor a buffer reset at the drops gives that path
+    assert engine_sgd(r, 2, 1.0)[70] != pytest.approx(
+        fb_sgd(100, 2, 1.0, lambda e: fb_lr[e - 1], nesterov=True, reset_at={31, 61, 91})[70], rel=1e-6)
+    assert expected[5] != pytest.approx(fb_sgd(3, 2, 1.0, lambda e: 0.1, nesterov=False, reset_at=set())[5], rel=1e-6)
+
+
+def test_imagenet_py_recipe_steps_with_a_new_optimizer_at_each_drop():
+    """The authors' imagenet.py: epoch_step [30, 60, 90], lr x0.1, a new (heavy-ball) optimizer at each drop."""
+    r = paper_recipe("imagenet")
+    lr = [0.1 * 0.1 ** sum(e >= s for s in (30, 60, 90)) for e in range(1, 101)]
+    expected = fb_sgd(100, 2, 1.0, lambda e: lr[e - 1], nesterov=False, reset_at={30, 60, 90})
+    assert engine_sgd(r, 2, 1.0) == pytest.approx(expected, rel=1e-12)

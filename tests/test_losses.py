@@ -86,6 +86,51 @@ def test_weight_gradients_match_finite_differences(name):
             assert p.grad.view(-1)[i].item() == pytest.approx(numeric, rel=1e-4, abs=1e-8)
 
 
+@pytest.mark.parametrize("beta, output_beta", [(3.0, 2.0), (0.0, 2.0)])
+def test_symmetry_output_term_matches_finite_differences(beta, output_beta):
+    student, _ = _nets()
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(2, 1, 4, 4, dtype=torch.float64, generator=g), torch.tensor([1, 2])
+    objective = Objective(Method.from_config({"name": "symmetry", "beta": beta, "output_beta": output_beta}),
+                          student, None, (1, 4, 4)).double()
+    objective(x, y, progress=0.0).loss.backward()
+    p = student.fc.weight
+    for i in range(p.numel()):
+        flat, orig, eps = p.data.view(-1), p.data.view(-1)[i].item(), 1e-6
+        values = []
+        for v in (orig + eps, orig - eps):
+            flat[i] = v
+            values.append(objective(x, y, progress=0.0).loss.item())
+        flat[i] = orig
+        assert p.grad.view(-1)[i].item() == pytest.approx((values[0] - values[1]) / (2 * eps), rel=1e-4, abs=1e-8)
+
+
+class Pixels(nn.Module):
+    """Logits of a 1x2 image: z_0 = the left pixel, z_1 = 0 (W = [[1, 0], [0, 0]], no bias)."""
+
+    def forward(self, x):
+        left = x.flatten(1)[:, :1]
+        return torch.cat([left, torch.zeros_like(left)], 1), [x]
+
+
+def test_symmetry_norm_by_hand():
+    """x = [ln 3, 0], y = 0. z(x) = (ln 3, 0): p = (3/4, 1/4), J(x) = W^T (p - e_0) = (-1/4, 0); flip x = [0, ln 3]:
+    z = (0, 0), p = (1/2, 1/2), J(flip x) = (-1/2, 0), flipped back (0, -1/2). So J(x) - flip(J(flip x)) =
+    (-1/4, 1/2) and f(x) - f(flip x) = (ln 3, 0). Code form: 5/32 and (ln 3)^2 / 2 (means of the squares); paper
+    form: 1/2 * the l2 norm over the elements: sqrt(5)/4 / 2 / 2 = sqrt(5)/16 and ln 3 / 2 / 2 = ln(3) / 4."""
+    x, y, ln3 = torch.tensor([[[[math.log(3), 0.0]]]]), torch.tensor([0]), math.log(3)
+    ce = math.log(4 / 3)
+    for form, grad_term, out_term in (("code", 5 / 32, ln3**2 / 2), ("paper", math.sqrt(5) / 16, ln3 / 4)):
+        method = Method.from_config({"name": "symmetry", "beta": 2.0, "output_beta": 3.0, "form": form})
+        step = Objective(method, Pixels(), None, (1, 1, 2))(x, y, 0.0)
+        assert step.terms["grad"].item() == pytest.approx(grad_term, rel=1e-6)
+        assert step.terms["outputs"].item() == pytest.approx(out_term, rel=1e-6)
+        assert step.loss.item() == pytest.approx(ce + 2 * grad_term + 3 * out_term, rel=1e-6)
+    # output_beta 0 (the default): equation 6 as printed, the gradient term alone
+    plain = Objective(Method.from_config({"name": "symmetry", "beta": 2.0}), Pixels(), None, (1, 1, 2))(x, y, 0.0)
+    assert "outputs" not in plain.terms and plain.loss.item() == pytest.approx(ce + 2 * 5 / 32, rel=1e-6)
+
+
 def test_sp_by_hand():
     """Similarity-preserving distillation on two images; the student's group (1 channel, 1 x 2) and the
     teacher's (2 channels, 1 x 1) differ in shape, their b x b similarities do not."""

@@ -279,3 +279,103 @@ def test_resnet_authors_init_draws_what_no_weight_file_sets(tmp_path):
 def test_unknown_init_is_refused():
     with pytest.raises(ValueError, match="init: expected one of torch, authors"):
         build_model("wrn-10-1", 3, 10, init="xavier")
+
+
+# --- fb.resnet.torch's pre-activation ResNet (models/preresnet.lua) -------------------------------------------
+# By hand from preresnet.lua for ImageNet (3 channels, 1000 classes): convolutions k*k*cin*cout with no bias
+# (dropped under cuDNN >= 4), a BN's weight and bias per channel, the 1x1 shortcut without BN.
+#   stem: 7*7*3*64 + BN 64*2                                             =      9,536
+#   group 1 (64): block 1 no_preact 9*64*64 + BN 128 + 9*64*64 = 73,856; block 2 adds BN 128: 73,984
+#   group 2 (128): block 1 BN 128 + 9*64*128 + BN 256 + 9*128*128 + 64*128 = 229,760; block 2 BN 256 +
+#                  9*128*128 + BN 256 + 9*128*128 = 295,424
+#   group 3 (256): 256 + 294,912 + 512 + 589,824 + 32,768 = 918,272; 512 + 589,824 + 512 + 589,824 = 1,180,672
+#   group 4 (512): 512 + 1,179,648 + 1,024 + 2,359,296 + 131,072 = 3,671,552; 1,024 + 2 * 2,359,296 + 1,024
+#                  = 4,720,640
+#   final BN 512*2 = 1,024; classifier 512*1000 + 1000 = 513,000
+# ResNet-18: 9,536 + 147,840 + 525,184 + 2,098,944 + 8,392,192 + 1,024 + 513,000 = 11,687,720. ResNet-34 repeats
+# the second kind of block (3, 4, 6, 3 blocks): 9,536 + (73,856 + 2 * 73,984) + (229,760 + 3 * 295,424)
+# + (918,272 + 5 * 1,180,672) + (3,671,552 + 2 * 4,720,640) + 1,024 + 513,000 = 21,795,880. Each is torchvision's
+# post-activation count (11,689,512 and 21,797,672) less the BNs of its three 1x1 shortcuts, 2 * (128 + 256 + 512)
+# = 1,792: moving BN-ReLU before the convolutions moves, not adds, the other batch norms.
+PRERESNET_COUNTS = {"preresnet-18": 11_687_720, "preresnet-34": 21_795_880}
+
+
+@pytest.mark.parametrize("name, count", PRERESNET_COUNTS.items())
+def test_preresnet_parameter_count_is_preresnet_luas(name, count):
+    assert num_parameters(build_model(name, 3, 1000)) == count
+    assert count == num_parameters(build_model(name.removeprefix("pre"), 3, 1000)) - 1_792
+
+
+@pytest.mark.parametrize("name", ["preresnet-18", "preresnet-34"])
+def test_preresnet_groups_are_raw_residual_sums_of_preresnet_luas_shapes(name):
+    torch.manual_seed(0)
+    model = build_model(name, 3, 1000).eval()
+    with torch.no_grad():
+        logits, groups = model(torch.randn(1, 3, 224, 224))
+    # 224 -> conv stride 2 -> 112 -> max pool stride 2 -> 56, then each group after the first halves it
+    assert logits.shape == (1, 1000)
+    assert [tuple(g.shape[1:]) for g in groups] == [(64, 56, 56), (128, 28, 28), (256, 14, 14), (512, 7, 7)]
+    assert all((g < 0).any() for g in groups)  # raw sums, before any ReLU
+    # the logits are the final BN-ReLU of the last group's sum, averaged over its 7x7 and classified
+    expected = model.fc(torch.relu(model.bn(groups[3])).mean((2, 3)))
+    assert torch.allclose(logits, expected, atol=1e-5)
+    with torch.no_grad():
+        _, small = build_model(name, 1, 10).eval()(torch.randn(2, 1, 32, 32))
+    assert [g.shape[-1] for g in small] == [8, 4, 2, 1]
+
+
+def test_preresnet_blocks_are_preresnet_luas():
+    model = build_model("preresnet-18", 3, 1000)
+    first, second = model.groups[0]
+    assert first.bn0 is None and second.bn0 is not None  # no_preact: the stem's BN-ReLU feeds block 1
+    assert first.shortcut is None and second.shortcut is None
+    down = model.groups[1][0]
+    assert (down.shortcut.kernel_size, down.shortcut.stride, down.shortcut.bias) == ((1, 1), (2, 2), None)
+    assert all(m.bias is None for m in model.modules() if isinstance(m, nn.Conv2d))
+    # both_preact: the 1x1 shortcut reads the BN-ReLU'd input, an identity shortcut the raw one
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, 8, 8)
+    down.eval()
+    with torch.no_grad():
+        o = torch.relu(down.bn0(x))
+        branch = down.conv1(torch.relu(down.bn1(down.conv0(o))))
+        assert torch.allclose(down(x), branch + down.shortcut(o), atol=1e-6)
+        block = model.groups[0][1].eval()
+        inner = block.conv1(torch.relu(block.bn1(block.conv0(torch.relu(block.bn0(x))))))
+        assert torch.allclose(block(x), inner + x, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["preresnet-18", "resnet-18"])
+def test_fb_init_is_preresnet_luas_conv_and_bn_init(name):
+    """ConvInit: N(0, sqrt(2/n)), n = kW*kH*nOutputPlane; BNInit: weight 1, bias 0; Linear: bias 0, weight
+    Torch's reset U(-1/sqrt(in), 1/sqrt(in))."""
+    torch.manual_seed(0)
+    model = build_model(name, 3, 1000, init="fb")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    stem = convs[0]
+    assert stem.kernel_size == (7, 7)
+    assert_normal(stem.weight.detach(), math.sqrt(2 / (7 * 7 * 64)))
+    last = [c for c in convs if c.kernel_size == (3, 3) and c.in_channels == 512][-1]
+    assert_normal(last.weight.detach(), math.sqrt(2 / (3 * 3 * 512)))
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) and not m.bias.any() for m in bns)
+    assert not model.fc.bias.any() and 0 < model.fc.weight.abs().max() <= 1 / math.sqrt(512)
+    # a fan-in draw (the authors' imagenet.py) would give the stem std sqrt(2/147), 4.6 times fb's sqrt(2/3136)
+    assert stem.weight.std().item() < 0.5 * math.sqrt(2 / (7 * 7 * 3))
+
+
+def test_preresnet_own_init_is_fbs_and_authors_is_utils_py():
+    torch.manual_seed(0)
+    own = build_model("preresnet-18", 3, 10)
+    assert_normal(own.groups[2][0].conv1.weight.detach(), math.sqrt(2 / (3 * 3 * 256)))
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in own.modules() if isinstance(m, nn.BatchNorm2d))
+    authors = build_model("preresnet-18", 3, 10, init="authors")
+    assert_normal(authors.groups[2][0].conv1.weight.detach(), math.sqrt(2 / (3 * 3 * 256)))  # fan in = fan out here
+    assert_normal(authors.stem[0].weight.detach(), math.sqrt(2 / (7 * 7 * 3)))  # fan in
+    assert_uniform_bn(authors)
+
+
+def test_atlib_models_lists_the_preactivation_resnets():
+    from atlib.models.catalog import listing
+
+    assert "preresnet-18, preresnet-34" in listing()

@@ -2,6 +2,7 @@ import copy
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from atlib.plan import build_plan, missing_data
@@ -119,10 +120,12 @@ def test_paper_setups_as_the_paper_ran_them():
     assert all(plan.runs[r]["method"]["T"] == 1 for r in cell[("table1", nin, "kd")])
     assert "T" not in plan.runs[cell[("table1", "wrn-16-1 <- wrn-16-2", "kd")][0]]["method"]  # the default 4
     # Table 5: a given teacher (evaluated, 0 epochs) and AT added at epoch 60 of 100
-    (given,) = cell[("table5", "resnet-18 <- resnet-34", "teacher")]
+    t5 = "preresnet-18 <- resnet-34"
+    (given,) = cell[("table5", t5, "teacher")]
     assert plan.runs[given]["recipe"]["epochs"] == 0
     assert plan.runs[given]["model"]["options"] == {"pretrained": "imagenet"}
-    assert all(plan.runs[r]["method"]["start_epoch"] == 60 for r in cell[("table5", "resnet-18 <- resnet-34", "at")])
+    assert all(plan.runs[r]["method"]["start_epoch"] == 60 for r in cell[("table5", t5, "at")])
+    assert plan.tables["table5"]["paper_rows"] == ["resnet-18 <- resnet-34"]  # the paper's row it sits beside
     # F-ActT's beta decays in every config
     for name in ("paper.yaml", "quick.yaml", "evidence.yaml"):
         p = build_plan(load(name))
@@ -171,9 +174,12 @@ def bad(mutate):
     (lambda c: c["tables"]["table1"].update(teacher_seed="each"), "teacher_seed"),
     (lambda c: c["tables"]["table1"]["rows"][0].update(methods={"distill": {}}), "methods.distill: unknown"),
     (lambda c: c["recipes"]["quick"].update(epochs=-1), "recipes.quick.epochs"),
-    (lambda c: c["recipes"]["quick"].update(init="xavier"), "recipes.quick.init: expected one of torch, authors"),
+    (lambda c: c["recipes"]["quick"].update(init="xavier"), "recipes.quick.init: expected one of torch, authors, fb"),
     (lambda c: c["recipes"]["quick"].update(precision="fp16"), "recipes.quick.precision: expected one of bf16, fp32"),
     (lambda c: c["recipes"]["quick"].update(freeze_stem="yes"), "recipes.quick.freeze_stem"),
+    (lambda c: c["recipes"]["quick"].update(momentum_reset=0), "recipes.quick.momentum_reset: expected true or false"),
+    (lambda c: c["recipes"]["quick"].update(reported="last"), "recipes.quick.reported: expected one of final, best"),
+    (lambda c: c["methods"].update(symmetry={"output_beta": -1}), "methods.symmetry.output_beta: expected a number"),
     (lambda c: c["tables"]["table1"]["columns"].append("at"), "duplicate column"),
 ])
 def test_bad_configs_name_the_key(mutate, match):
@@ -242,15 +248,25 @@ def paper() -> Paper:
 
 def drop_epochs(recipe) -> list[int]:
     """The 1-based epochs at whose start the learning rate drops."""
-    return [e + 1 for e in range(recipe.epochs) if recipe.resets_momentum(e)]
+    return [e + 1 for e in range(recipe.epochs) if recipe.drops_at(e)]
+
+
+def cifar_specs(p: Paper) -> list:
+    return [s for s in p.specs.values() if s.dataset.name == "cifar10"]
 
 
 def check_lr_drops(p: Paper) -> None:
-    cifar = [s for s in p.specs.values() if s.dataset.name == "cifar10"]
+    cifar = cifar_specs(p)
     assert len(cifar) == 30 + 80 + 15 + 15 + 7
     for s in cifar:
         assert (s.recipe.epochs, s.recipe.lr, s.recipe.gamma) == (200, 0.1, 0.2)
         assert drop_epochs(s.recipe) == [60, 120, 160]
+        assert [e + 1 for e in range(200) if s.recipe.resets_momentum(e)] == [60, 120, 160]
+
+
+def check_cifar_momentum(p: Paper) -> None:
+    assert {(s.recipe.momentum, s.recipe.nesterov, s.recipe.momentum_reset) for s in cifar_specs(p)} == {
+        (0.9, False, True)}
 
 
 def check_augmentation(p: Paper) -> None:
@@ -261,8 +277,6 @@ def check_augmentation(p: Paper) -> None:
         assert {p.specs[r].recipe.augment for r in with_teachers(p.runs(table))} == {"crop+flip"}
     assert {p.specs[r].recipe.augment for r in p.runs("table3")} == {"flip"}
     assert {p.specs[r].recipe.augment for r in with_teachers(p.runs("table4"))} == {"scale+crop+flip"}
-    table5 = p.runs("table5", "student", "at")
-    assert {(p.specs[r].recipe.augment, p.specs[r].dataset.name) for r in table5} == {("crop+flip", "imagefolder")}
 
 
 def check_table3_recipe(p: Paper) -> None:
@@ -279,17 +293,58 @@ def check_table4_recipe(p: Paper) -> None:
         assert drop_epochs(recipe) == [20, 30]
 
 
+def table5_students(p: Paper) -> list:
+    return [p.specs[r] for r in p.runs("table5", "student", "at")]
+
+
 def check_table5_recipe(p: Paper) -> None:
-    for r in p.runs("table5", "student", "at"):
-        recipe = p.specs[r].recipe
-        assert (recipe.epochs, recipe.batch_size, recipe.lr, recipe.weight_decay, recipe.gamma) == (
-            100, 256, 0.1, 1e-4, 0.1)
-        assert drop_epochs(recipe) == [30, 60, 90]
+    students = table5_students(p)
+    assert len(students) == 10
+    for s in students:
+        r = s.recipe
+        assert (r.epochs, r.batch_size, r.lr, r.weight_decay, r.gamma) == (100, 256, 0.1, 1e-4, 0.1)
+        # train.lua's learningRate for ImageNet: LR * 0.1^floor((epoch - 1) / 30), 1-based epochs
+        assert [r.lr_at(e) for e in range(100)] == pytest.approx([0.1 * 0.1 ** ((e - 1) // 30) for e in range(1, 101)])
+        assert drop_epochs(r) == [31, 61, 91]
+
+
+def check_table5_model(p: Paper) -> None:
+    from atlib.models import build_model, num_parameters
+
+    assert {(s.model.name, tuple(s.model.options)) for s in table5_students(p)} == {("preresnet-18", ())}
+    assert {s.method.groups for s in table5_students(p) if s.method.name == "at"} == {(2, 3)}
+    # preresnet.lua's ResNet-18 for ImageNet, counted by hand in tests/test_models.py
+    assert num_parameters(build_model("preresnet-18", 3, 1000)) == 11_687_720
+
+
+def check_table5_momentum(p: Paper) -> None:
+    for s in table5_students(p):
+        assert (s.recipe.momentum, s.recipe.nesterov, s.recipe.momentum_reset) == (0.9, True, False)
+        assert not any(s.recipe.resets_momentum(e) for e in range(100))
+
+
+def check_table5_augmentation(p: Paper) -> None:
+    assert {(s.recipe.augment, s.dataset.name) for s in table5_students(p)} == {
+        ("crop+jitter+lighting+flip", "imagefolder")}
+
+
+def check_table5_init(p: Paper) -> None:
+    assert {s.recipe.init for s in table5_students(p)} == {"fb"}
+
+
+def check_table5_reported(p: Paper) -> None:
+    from atlib.tables import shown_metrics
+
+    assert {s.recipe.reported for s in table5_students(p)} == {"best"}
+    assert shown_metrics(p.plan, "table5") == ["top1", "top5", "top1 best", "top5 best"]
+    for table in set(p.plan.tables) - {"table5"}:  # every other table: the final epoch alone
+        assert shown_metrics(p.plan, table) == ["top1"]
 
 
 def check_init(p: Paper) -> None:
     trained = [s for s in p.specs.values() if s.recipe.epochs > 0]
-    assert len(trained) == 190 - 1 and {s.recipe.init for s in trained} == {"authors"}  # all but the given teacher
+    assert len(trained) == 190 - 1  # all but the given teacher
+    assert {s.recipe.init for s in trained if s not in table5_students(p)} == {"authors"}
     for name in ("quick.yaml", "evidence.yaml"):  # the CPU configs keep PyTorch's: their specs do not change
         assert all("init" not in spec["recipe"] for spec in build_plan(load(name)).runs.values())
 
@@ -304,6 +359,23 @@ def check_factt_beta(p: Paper) -> None:
     for r in p.runs("table1", "factt"):
         m = p.specs[r].method
         assert (m.beta, m.beta_schedule) == (1000, "linear") and m.beta_at(0.5) == 500
+
+
+def check_factt_weight(p: Paper) -> None:
+    from atlib.methods.factt import factt_loss
+
+    assert {p.specs[r].method.form for r in p.runs("table1", "factt")} == {"code"}
+    # one sample, C = 4 channels of 1x2: s and t one-hot in different elements, normalised difference +-1 in two
+    # of the 8 elements: the mean of the squares is 2/8, where a sum would give 2
+    s, t = torch.zeros(1, 4, 1, 2), torch.zeros(1, 4, 1, 2)
+    s[0, 0, 0, 0], t[0, 3, 0, 1] = 1.0, 1.0
+    assert factt_loss(s, t, "code").item() == pytest.approx(2 / 8)
+
+
+def check_symmetry_outputs(p: Paper) -> None:
+    (r,) = p.runs("table3", "symmetry")
+    m = p.specs[r].method
+    assert (m.name, m.beta, m.output_beta, m.form) == ("symmetry", 1000, 1, "code")
 
 
 def check_at_kd_beta(p: Paper) -> None:
@@ -423,7 +495,7 @@ def check_table5_start_epoch(p: Paper) -> None:
         s = p.specs[r]
         assert s.method.start_epoch == 60
         first = next(e for e in range(s.recipe.epochs) if s.method.transfers(e))
-        assert first + 1 == 60 == drop_epochs(s.recipe)[1]  # the same epoch, hence the same first step
+        assert first + 1 == 60 == drop_epochs(s.recipe)[1] - 1  # one epoch before fb's second drop
 
 
 def check_table4_paper_numbers(p: Paper) -> None:
@@ -436,17 +508,25 @@ def check_table4_paper_numbers(p: Paper) -> None:
 
 SETUP_CHECKS = {
     "learning-rate drops": check_lr_drops,
+    "CIFAR momentum": check_cifar_momentum,
     "augmentation": check_augmentation,
     "Table 3 recipe": check_table3_recipe,
     "Table 4 recipe": check_table4_recipe,
     "Table 5 recipe": check_table5_recipe,
+    "Table 5 model": check_table5_model,
+    "Table 5 momentum": check_table5_momentum,
+    "Table 5 augmentation": check_table5_augmentation,
+    "Table 5 initialisation": check_table5_init,
+    "Table 5 reported epoch": check_table5_reported,
     "initialisation": check_init,
     "precision": check_precision,
     "F-ActT β": check_factt_beta,
+    "F-ActT weight per element": check_factt_weight,
     "AT+KD β": check_at_kd_beta,
     "AT β": check_at_beta,
     "KD temperature": check_kd_temperature,
     "β of grad-AT, symmetry norm, min-l2": check_gradient_beta,
+    "symmetry norm's output term": check_symmetry_outputs,
     "AT groups": check_at_groups,
     "teachers of Tables 1, 2 and the ablation": check_cifar_teachers,
     "Table 3 KD and grad-AT teacher": check_table3_teacher,

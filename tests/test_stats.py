@@ -162,3 +162,68 @@ def test_sign_flip_p_by_hand_enumeration():
 
 def test_paired_gives_its_sign_flip_p():
     assert paired({0: 3.0, 1: 2.0, 2: 1.0}, {0: 0.0, 1: 0.0, 2: 0.0}).p_sign_flip == 2 / 8
+
+
+def test_median_interval_is_the_order_statistic_one_by_hand():
+    from atlib.stats import median_interval
+
+    # [x(k), x(n+1-k)] covers the median with 1 - 2 P(Bin(n, 1/2) <= k - 1). n = 5, k = 1: 1 - 2/32 = 0.9375
+    # (k = 2: 1 - 2 * 6/32 = 0.625, under 90%), so five seeds give [min, max]
+    assert median_interval([3.0, 1.0, 2.0, 5.0, 4.0]) == (1.0, 5.0, 0.9375)
+    # n = 8: k = 2 covers 1 - 2 * (1 + 8)/256 = 0.9296875; k = 3: 1 - 2 * 37/256 = 0.7109375
+    assert median_interval([float(v) for v in range(8)]) == (1.0, 6.0, 0.9296875)
+    assert median_interval([1.0, 2.0, 3.0, 4.0]) is None  # four seeds: no interval at 90% (k = 1: 0.875)
+
+
+def agreement_plan(reported: str = "final"):
+    return build_plan({
+        "name": "ag", "seeds": [0, 1, 2, 3, 4], "datasets": {"synthetic": {"name": "synthetic"}},
+        "recipes": {"r": {"epochs": 2, "reported": reported}},
+        "tables": {"t": {"title": "T", "dataset": "synthetic", "recipe": "r", "paper": "table1",
+                         "columns": ["student", "at", "teacher"],
+                         "rows": [{"student": "wrn-10-1", "teacher": "wrn-10-2",
+                                   "paper_row": "wrn-16-1 <- wrn-16-2"}]}},
+    })
+
+
+def agreement_summary(plan) -> pd.DataFrame:
+    """The paper's row: student 8.77, AT 7.93, teacher 6.31. Ours: five students 8.5..9.1 (8.77 inside), three AT
+    runs 8.0..8.2 (7.93 below), one teacher (one seed: no spread to judge); the best epochs 0.5 lower."""
+    runs = {c.column: c.runs for c in plan.cells}
+    rows = [(runs["student"][s], s, e) for s, e in enumerate((8.5, 8.7, 8.9, 9.0, 9.1))]
+    rows += [(runs["at"][s], s, e) for s, e in enumerate((8.0, 8.1, 8.2))] + [(runs["teacher"][0], 0, 6.0)]
+    return pd.DataFrame([{"run_id": r, "seed": s, "final_test_error": e, "best_test_error": e - 0.5}
+                         for r, s, e in rows])
+
+
+def test_each_cell_says_whether_the_papers_number_lies_within_our_seeds(tmp_path):
+    from atlib.report import Agreement, _read_csv, agreement
+    from atlib.tables import AGREES, wide
+
+    plan = agreement_plan()
+    long = cells(plan, agreement_summary(plan))
+    got = {c["column"]: (c["in_range"], c["in_median_ci"]) for _, c in long.iterrows()}
+    assert got == {"student": (True, True), "at": (False, None), "teacher": (None, None)}
+    line = next(line for line in wide(long, plan, "t") if line[1] == AGREES)
+    assert line[2:] == ["range yes, median CI 94% yes", "range no", "–"]
+    assert agreement(long) == Agreement(in_range=1, range_judged=2, in_ci=1, ci_judged=1)
+    assert str(agreement(long)) == (
+        "**Agreement with the paper**: the paper's number lies within our seeds' [min, max] in 1 of 2 cells (those "
+        "with a paper number and two or more seeds), and within the confidence interval of our median in 1 of 1 "
+        "(those with 5 or more seeds).")
+    # as the report reads it back from the table's CSV
+    long.to_csv(tmp_path / "t.csv", index=False)
+    assert agreement(_read_csv(tmp_path / "t.csv")) == Agreement(1, 2, 1, 1)
+
+
+def test_a_recipe_reporting_the_best_epoch_adds_it_beside_the_final_one():
+    from atlib.tables import shown_metrics
+
+    assert shown_metrics(agreement_plan(), "t") == ["top1"]
+    plan = agreement_plan("best")
+    assert shown_metrics(plan, "t") == ["top1", "top1 best"]
+    long = cells(plan, agreement_summary(plan))
+    best = long[long.metric == "top1 best"].set_index("column")
+    # the best epochs, 8.0..8.6, leave the paper's 8.77 above the students' range; 7.5..7.7 leave 7.93 above AT's
+    assert best.loc["student", "median"] == pytest.approx(8.4) and best.loc["student", "paper"] == 8.77
+    assert (best.loc["student", "in_range"], best.loc["at", "in_range"]) == (False, False)

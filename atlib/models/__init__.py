@@ -13,7 +13,9 @@ from ..errors import ConfigError
 from ..rundir import METRICS, finished, load_state
 from ..spec import INITS, KNOWN, OPTIONS, family
 from . import factory
+from .init import fb_layers
 from .nin import NIN, THIN_SCALE, nin_widths
+from .preresnet import PreResNet
 from .resnet import ResNet
 from .tap import Tapped, default_groups, trace
 from .wrn import WRN
@@ -29,9 +31,11 @@ def without_weight_files(options: dict[str, Any]) -> dict[str, Any]:
 
 def build_model(name: str, in_channels: int, num_classes: int, init: str = "torch",
                 image_size: tuple[int, int] | None = None, **options: Any) -> nn.Module:
-    """The registry's model ``name``, its weights drawn by ``init`` (``torch``: PyTorch's defaults; ``authors``:
-    the authors' code, see atlib.models.init) from torch's global generator. ``image_size`` (height, width) is
-    the data's: a user's network whose config names no groups has them traced at it."""
+    """The registry's model ``name``, its weights drawn by ``init`` (``torch``: PyTorch's defaults, or the
+    network's own where its constructor draws them; ``authors``: the authors' code; ``fb``: fb.resnet.torch's;
+    see atlib.models.init) from torch's global generator; a pretrained network keeps its weights either way.
+    ``image_size`` (height, width) is the data's: a user's network whose config names no groups has them traced
+    at it."""
     fam = family(name)
     unknown = set(options) - OPTIONS[fam]
     if unknown:
@@ -39,7 +43,7 @@ def build_model(name: str, in_channels: int, num_classes: int, init: str = "torc
                          f"its options are {sorted(OPTIONS[fam]) or 'none'}")
     if init not in INITS:
         raise ValueError(f"init: expected one of {', '.join(INITS)}, got {init!r}")
-    model: WRN | NIN | ResNet | Tapped
+    model: WRN | NIN | ResNet | PreResNet | Tapped
     if fam == "wrn":
         _, depth, width = name.split("-")
         model = WRN(int(depth), int(width), in_channels, num_classes)
@@ -48,10 +52,15 @@ def build_model(name: str, in_channels: int, num_classes: int, init: str = "torc
         model = NIN(widths, in_channels, num_classes, **options)
     elif fam == "resnet":
         model = ResNet(name.replace("-", ""), in_channels, num_classes, **options)
+    elif fam == "preresnet":
+        model = PreResNet(int(name.split("-")[1]), in_channels, num_classes)
     else:
         model = tapped(name, in_channels, num_classes, image_size, **options)
     if init == "authors":
         model.authors_init()
+    elif init == "fb":
+        for module in getattr(model, "new_layers", [model]):  # the layers no weight file set
+            fb_layers(module)
     return model
 
 

@@ -15,13 +15,16 @@ PAPER = (
      "3: the two pooled blocks and the last convolution (group_outputs: conv, each block's last convolution)"),
     ("resnet-18, resnet-34", "options: pretrained (imagenet: torchvision's cache file, or a path)",
      "layer1, layer2, layer3, layer4"),
+    ("preresnet-18, preresnet-34", "fb.resnet.torch's pre-activation ResNet (preresnet.lua), fb's initialisation",
+     "its 4 groups of residual blocks, each group's raw residual sum"),
 )
 
 
 def listing() -> str:
     """Every name: the paper's networks, torchvision's classifiers by their default groups, a user's factory."""
     lines = ["The paper's networks (their groups are fixed):"]
-    lines += [f"  {name:<22} {what}\n  {'':<22} groups: {groups}" for name, what, groups in PAPER]
+    width = max(len(name) for name, _, _ in PAPER)
+    lines += [f"  {name:<{width}} {what}\n  {'':<{width}} groups: {groups}" for name, what, groups in PAPER]
     by_groups: dict[tuple[str, ...], list[str]] = {}
     for name in tv.names():
         by_groups.setdefault(tv.groups_of(name), []).append(f"tv:{name}")

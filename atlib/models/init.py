@@ -1,4 +1,5 @@
-"""The authors' initialisation (recipe ``init: authors``), where it differs from PyTorch's defaults.
+"""The authors' initialisation (recipe ``init: authors``) and fb.resnet.torch's (``init: fb``), where they differ
+from PyTorch's defaults.
 
 Their PyTorch code (attention-transfer ``utils.py``: ``conv_params``, ``linear_params``, ``bnparams``) draws
 convolution and linear weights from ``kaiming_normal_`` (fan in, gain sqrt 2), linear biases 0, and batch-norm
@@ -7,6 +8,11 @@ weights from U(0, 1) with biases 0; their Torch NIN (wide-residual-networks ``mo
 nInputPlane (the fan in, since that repository's "fix MSRA init" of September 2016) and U(0, 1) batch-norm
 weights. PyTorch instead sets batch-norm weights to 1. (Their first PyTorch release, January 2017, drew
 N(0, 2/sqrt(n)) convolutions; ``kaiming_normal`` replaced it in June 2017: atlib follows the later code.)
+
+fb.resnet.torch, which the paper's appendix names for its ImageNet runs, draws its ResNets otherwise
+(``models/preresnet.lua`` and ``resnet.lua``, ``ConvInit``/``BNInit``): convolutions N(0, sqrt(2/n)) with
+n = kW kH nOutputPlane (the fan out), batch-norm weights 1 and biases 0, linear biases 0 (the linear weights
+keep Torch's reset, U(-1/sqrt(in), 1/sqrt(in))).
 """
 
 from __future__ import annotations
@@ -46,6 +52,31 @@ def uniform_bn(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
             m.weight.uniform_(0.0, 1.0)
+            m.bias.zero_()
+
+
+@torch.no_grad()
+def fb_conv(conv: nn.Conv2d) -> None:
+    """``ConvInit``: weight N(0, sqrt(2/n)), n = kW kH nOutputPlane; bias 0 (fb drops it under cuDNN >= 4)."""
+    k_h, k_w = conv.kernel_size
+    conv.weight.normal_(0.0, math.sqrt(2.0 / (k_h * k_w * conv.out_channels)))
+    if conv.bias is not None:
+        conv.bias.zero_()
+
+
+@torch.no_grad()
+def fb_layers(module: nn.Module) -> None:
+    """Every convolution, linear layer and batch norm in ``module`` drawn as fb.resnet.torch draws it."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            fb_conv(m)
+        elif isinstance(m, nn.Linear):
+            bound = 1.0 / math.sqrt(m.in_features)  # Torch's nn.Linear reset, which createModel keeps
+            m.weight.uniform_(-bound, bound)
+            if m.bias is not None:
+                m.bias.zero_()
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+            m.weight.fill_(1.0)  # BNInit
             m.bias.zero_()
 
 
