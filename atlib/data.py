@@ -22,7 +22,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .datafiles import FMNIST_FILES, fmnist_files
-from .spec import AUGMENTATIONS, ConfigError, DataConfig, DataError
+from .errors import ConfigError
+from .spec import AUGMENTATIONS, DataConfig, DataError
 
 # Zagoruyko's CIFAR code uses these per-channel statistics (0..255 scale).
 CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)

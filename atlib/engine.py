@@ -31,9 +31,10 @@ from torch import Tensor, nn
 
 from . import STARTED, __version__, rundir
 from .data import Source, load, set_augmentation
+from .errors import ConfigError
 from .losses import Objective, Step
 from .models import build_model, num_parameters, without_weight_files
-from .spec import ConfigError, RunSpec, compact_dict
+from .spec import RunSpec, compact_dict
 from .tracking import NullTracker, Tracker, run_name, standard_tags, tracking_uri
 
 Log = Callable[[str], None]
