@@ -14,6 +14,7 @@ experiments, retries), ``lineage`` (the data and teacher a run was trained from,
 tracker of a training run), ``sync`` (completing runs from metrics.json) and ``summary`` (a run per table).
 """
 
+from .lineage import Lineage
 from .live import NullTracker, Tracker
 from .names import MAX_TAG, NOTE, run_name, run_note, standard_tags
 from .store import (
@@ -33,6 +34,9 @@ from .sync import sync_run, sync_runs
 from .ui import (
     DEFAULT_STORE,
     EXPERIMENT_KIND,
+    GROUPED_NAME,
+    GROUPED_STATE,
+    GROUPED_VIEW,
     RANKED_NAME,
     RANKED_STATE,
     RANKED_VIEW,
@@ -40,21 +44,26 @@ from .ui import (
     UI,
     UI_VIEW,
     VIEW_TAG,
+    VIEWS,
     atlib_command,
     browse_hint,
-    ensure_ranked_view,
+    ensure_views,
+    grouped_url,
     ranked_url,
     ranked_view,
+    saved_view,
     tracking_uri,
     ui_base,
     ui_url,
+    view_url,
 )
 
 __all__ = [
-    "ARTIFACTS", "BUSY_SECONDS", "DEFAULT_STORE", "EXPERIMENT_KIND", "MAX_TAG", "NOTE", "PERMANENT", "RANKED_NAME",
-    "RANKED_STATE", "RANKED_VIEW", "RETRY_ENV", "RETRY_SECONDS", "SUMMARY_SUFFIX", "UI", "UI_VIEW", "VIEW_TAG",
-    "NullTracker", "Tracker", "_client", "atlib_command", "browse_hint", "ensure_experiments", "ensure_ranked_view",
-    "log_summaries", "metric_key", "ranked_url", "ranked_view", "retry", "retry_seconds", "run_name", "run_note",
+    "ARTIFACTS", "BUSY_SECONDS", "DEFAULT_STORE", "EXPERIMENT_KIND", "GROUPED_NAME", "GROUPED_STATE", "GROUPED_VIEW",
+    "MAX_TAG", "NOTE", "PERMANENT", "RANKED_NAME", "RANKED_STATE", "RANKED_VIEW", "RETRY_ENV", "RETRY_SECONDS",
+    "SUMMARY_SUFFIX", "UI", "UI_VIEW", "VIEWS", "VIEW_TAG", "Lineage", "NullTracker", "Tracker", "_client",
+    "atlib_command", "browse_hint", "ensure_experiments", "ensure_views", "grouped_url", "log_summaries",
+    "metric_key", "ranked_url", "ranked_view", "retry", "retry_seconds", "run_name", "run_note", "saved_view",
     "standard_tags", "summary_experiment", "summary_metrics", "sync_run", "sync_runs", "tag_runs", "tracking_uri",
-    "ui_base", "ui_url",
+    "ui_base", "ui_url", "view_url",
 ]

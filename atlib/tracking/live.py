@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .lineage import Lineage, log_lineage
 from .names import _flat
 from .store import _brief, _client, ensure_experiments, retry, retry_seconds
 
@@ -28,19 +29,23 @@ class Tracker:
     MLflow never stops training: each call is retried for ``retry_seconds()``; once one has failed that
     long, the run warns once and goes on without MLflow, and ``sync_run`` completes its MLflow run later.
 
-    With ``system_metrics``, MLflow's SystemMetricsMonitor logs CPU, memory, disk and network use (GPU use too
+    With ``lineage``, the run's data and teacher become its inputs (``atlib.tracking.lineage``). With
+    ``system_metrics``, MLflow's SystemMetricsMonitor logs CPU, memory, disk and network use (GPU use too
     where nvidia-ml-py is installed) as ``system/*`` metrics every $MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
     seconds (10), in a thread of its own, until ``finish``; MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=false turns it off.
     """
 
     def __init__(self, uri: str, experiment: str, run_name: str, tags: Mapping[str, str],
-                 params: Mapping[str, Any], resume: bool = False, system_metrics: bool = False) -> None:
+                 params: Mapping[str, Any], resume: bool = False, system_metrics: bool = False,
+                 lineage: Lineage | None = None) -> None:
         self.uri, self.seconds = uri, retry_seconds()
         self.run_id: str | None = None
         self.client: Any = None
         self.offline = False
         self.monitor: Any = None
         self._call("start", partial(self._start, experiment, run_name, tags, params, resume))
+        if lineage is not None:  # a call of its own: the run is there, whatever becomes of its inputs
+            self._call("its data and teacher", lambda: log_lineage(self.client, self.uri, self.run_id, lineage))
         if system_metrics and not self.offline:
             self._monitor_system(resume)
 

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .ui import EXPERIMENT_KIND, RANKED_VIEW, SUMMARY_SUFFIX, VIEW_TAG, ensure_ranked_view, ranked_view
+from .ui import EXPERIMENT_KIND, SUMMARY_SUFFIX, VIEW_TAG, VIEWS, ensure_views, saved_view
 
 ARTIFACTS = "results/mlartifacts"
 RETRY_ENV = "ATLIB_MLFLOW_RETRY_SECONDS"
@@ -123,13 +123,13 @@ def ensure_experiments(names: Iterable[str], uri: str, artifact_root: str = ARTI
                     location = Path(artifact_root, name).resolve().as_uri()
                 tags = dict([EXPERIMENT_KIND])
                 if not name.endswith(SUMMARY_SUFFIX):
-                    tags[VIEW_TAG + RANKED_VIEW] = ranked_view(int(time.time() * 1000))
+                    tags |= {VIEW_TAG + view: saved_view(view, int(time.time() * 1000)) for view in VIEWS}
                 ids[name] = client.create_experiment(name, artifact_location=location, tags=tags)
             else:
                 ids[name] = exp.experiment_id
                 if EXPERIMENT_KIND[0] not in exp.tags:  # created before atlib set it; a kind chosen since stays
                     client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
-                ensure_ranked_view(client, exp)  # a store made before atlib defined it, or another definition
+                ensure_views(client, exp)  # a store made before atlib defined them, or other definitions
     return ids
 
 

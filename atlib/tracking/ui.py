@@ -28,6 +28,14 @@ RANKED_NAME = "Ranked by test error"
 # (The list orders metric columns by name: test_error comes first.)
 RANKED_STATE = {"orderByKey": "metrics.`test_error`", "orderByAsc": True, "runsHiddenMode": "SHOW_ALL",
                 "selectedColumns": ["metrics.`test_error`", "metrics.`train_error`"]}
+# MLflow 3.17's runs list groups runs by a tag, a parameter or a dataset (its UI state's groupBy) and shows each
+# group's metrics aggregated by min, average or max; it has no median, so the grouped view shows each method's mean
+# test error beside its runs (each table's summary run holds the medians, atlib.tracking.summary).
+GROUPED_VIEW = "atlib-by-method"
+GROUPED_NAME = "Grouped by method (mean test error)"
+GROUPED_STATE = {**RANKED_STATE, "groupBy": {"aggregateFunction": "average",
+                                             "groupByKeys": [{"mode": "tag", "groupByData": "method"}]}}
+VIEWS = {RANKED_VIEW: (RANKED_NAME, RANKED_STATE), GROUPED_VIEW: (GROUPED_NAME, GROUPED_STATE)}
 SUMMARY_SUFFIX = " · tables"  # the experiment of a config's summary runs: a space, which no dataset key has
 UI = "http://127.0.0.1:5000"  # where `mlflow ui` and `atlib browse` serve by default
 
@@ -53,31 +61,50 @@ def ui_url(experiment_id: str, run_id: str | None = None, base: str | None = Non
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs{f'/{run_id}' if run_id else ''}?{UI_VIEW}"
 
 
+def view_url(experiment_id: str, view: str, base: str | None = None) -> str:
+    """An experiment's runs list in one of atlib's saved views (a key of VIEWS)."""
+    base = base or ui_base()
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={view}&{UI_VIEW}"
+
+
 def ranked_url(experiment_id: str, base: str | None = None) -> str:
     """An experiment's runs list in the view "Ranked by test error" (RANKED_VIEW): its test error column first, the
     runs sorted by it, lowest first."""
-    base = base or ui_base()
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={RANKED_VIEW}&{UI_VIEW}"
+    return view_url(experiment_id, RANKED_VIEW, base)
+
+
+def grouped_url(experiment_id: str, base: str | None = None) -> str:
+    """An experiment's runs list in the view GROUPED_VIEW: a row per method (its ``method`` tag) with the mean test
+    error of its runs, each group's runs below it, the groups sorted by test error."""
+    return view_url(experiment_id, GROUPED_VIEW, base)
+
+
+def saved_view(view: str, created_ms: int) -> str:
+    """The value of the experiment tag that holds the saved view ``view`` (a key of VIEWS)."""
+    name, state = VIEWS[view]
+    return json.dumps({"name": name, "createdAt": created_ms, "updatedAt": created_ms, "state": json.dumps(state)})
 
 
 def ranked_view(created_ms: int) -> str:
     """The value of the experiment tag that holds the view RANKED_VIEW."""
-    return json.dumps({"name": RANKED_NAME, "createdAt": created_ms, "updatedAt": created_ms,
-                       "state": json.dumps(RANKED_STATE)})
+    return saved_view(RANKED_VIEW, created_ms)
 
 
-def _has_ranked_view(tags: Mapping[str, str]) -> bool:
+def _has_view(tags: Mapping[str, str], view: str) -> bool:
     try:
-        return json.loads(json.loads(tags[VIEW_TAG + RANKED_VIEW])["state"]) == RANKED_STATE
+        return json.loads(json.loads(tags[VIEW_TAG + view])["state"]) == VIEWS[view][1]
     except (KeyError, TypeError, ValueError):
         return False
 
 
-def ensure_ranked_view(client: Any, experiment: Any) -> None:
-    """Give a training experiment (not a summary one) the view RANKED_VIEW, as atlib defines it now."""
-    if not experiment.name.endswith(SUMMARY_SUFFIX) and not _has_ranked_view(experiment.tags):
-        client.set_experiment_tag(experiment.experiment_id, VIEW_TAG + RANKED_VIEW,
-                                  ranked_view(experiment.creation_time or int(time.time() * 1000)))
+def ensure_views(client: Any, experiment: Any) -> None:
+    """Give a training experiment (not a summary one) atlib's saved views, as atlib defines them now."""
+    if experiment.name.endswith(SUMMARY_SUFFIX):
+        return
+    for view in VIEWS:
+        if not _has_view(experiment.tags, view):
+            client.set_experiment_tag(experiment.experiment_id, VIEW_TAG + view,
+                                      saved_view(view, experiment.creation_time or int(time.time() * 1000)))
 
 
 def atlib_command() -> str:
@@ -99,8 +126,9 @@ def browse_hint(store: str, report_dir: Path | str) -> str:
         path = Path(report_dir, name)
         return [line.split("\t") for line in path.read_text().splitlines()] if path.is_file() else []
 
-    pages = [(ranked_url(eid), f"{name}: its runs, ranked by test error")
-             for name, eid, *_ in rows("mlflow-experiments.tsv")]
+    pages = [page for name, eid, *_ in rows("mlflow-experiments.tsv")
+             for page in ((ranked_url(eid), f"{name}: its runs, ranked by test error"),
+                          (grouped_url(eid), f"{name}: its runs grouped by method, each method's mean test error"))]
     pages += [(ui_url(eid, run), f"{table}: the table's summary run") for table, eid, run, *_ in
               rows("mlflow-summary.tsv")]
     uri = tracking_uri(store)
