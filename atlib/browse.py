@@ -3,8 +3,9 @@
 It serves the store (results/mlflow.db, the config's ``tracking.store``, or the SQLite file of
 ``MLFLOW_TRACKING_URI``) with the mlflow of the environment atlib runs in, so that no environment needs activating;
 when ``MLFLOW_TRACKING_URI`` names a tracking server it serves nothing and points there. It prints one URL per
-experiment, its runs list in the view "Ranked by test error" (test error first, lowest first), and one per table's
-summary run (each cell's median).
+experiment, its runs list in the view "Ranked by test error" (test error first, lowest first), one per experiment in
+the view "Grouped by method" (a row per method with its runs' mean test error: MLflow's runs list aggregates a group
+by min, mean or max, not by median), and one per table's summary run (each cell's median).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from .tracking import (
     DEFAULT_STORE,
     SUMMARY_SUFFIX,
     _client,
-    ensure_ranked_view,
+    ensure_views,
+    grouped_url,
     ranked_url,
     summary_experiment,
     tracking_uri,
@@ -46,8 +48,10 @@ def pages(uri: str, base: str, experiments: list[str] | None = None) -> list[tup
                 out.append((ui_url(exp.experiment_id, run.info.run_id, base), f"{run.info.run_name}: the table's "
                             "summary run, each cell's median test error"))
         elif experiments is not None or client.search_runs([exp.experiment_id], max_results=1):
-            ensure_ranked_view(client, exp)
+            ensure_views(client, exp)
             out.append((ranked_url(exp.experiment_id, base), f"{exp.name}: its runs, ranked by test error"))
+            out.append((grouped_url(exp.experiment_id, base), f"{exp.name}: its runs grouped by method, each "
+                        "method's mean test error"))
     return out
 
 

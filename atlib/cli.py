@@ -11,9 +11,11 @@ from typing import Any
 import yaml
 
 from . import browse, methods, server
+from .errors import ConfigError
+from .method import Method
 from .plan import load_plan, load_yaml, variant_slug
 from .runkey import RunKey
-from .spec import ConfigError, DataError, Method, ModelSpec
+from .spec import DataError, ModelSpec
 
 
 def _param(text: str) -> tuple[str, Any]:

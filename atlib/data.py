@@ -9,6 +9,7 @@ that can be wrong with a dataset on disk is found by :func:`load`, before a mode
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import zlib
 from abc import ABC, abstractmethod
@@ -22,7 +23,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .datafiles import FMNIST_FILES, fmnist_files
-from .spec import AUGMENTATIONS, FOLDER_ONLY, ConfigError, DataConfig, DataError
+from .errors import ConfigError
+from .spec import AUGMENTATIONS, FOLDER_ONLY, DataConfig, DataError
 
 # Zagoruyko's CIFAR code uses these per-channel statistics (0..255 scale).
 CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
@@ -96,6 +98,13 @@ class Source(ABC):
         """Every held-out validation image once, normalised and not augmented; None without a validation split."""
         return None
 
+    @abstractmethod
+    def digest(self, split: str) -> str:
+        """The SHA-256 (hex) of exactly the images and labels of ``split`` ("train" or "test") this source yields, in
+        its order: the same subset gives the same digest, another subset (``per_class`` under another
+        ``subset_seed``, say) another. Reads the data, never the batches: their order and augmentation stay as
+        they are."""
+
 
 def set_augmentation(source: Source, augment: str) -> None:
     """Set how ``source`` augments its training images; ``augment`` is one of :data:`AUGMENTATIONS`.
@@ -119,6 +128,12 @@ def set_augmentation(source: Source, augment: str) -> None:
     if augment == "crop+flip":
         return  # the source's own reflect-pad and crop, as built
     source.pad, source.flip = 0, augment == "flip"
+
+
+def _split(source: Source, split: str, train: Any, test: Any) -> Any:
+    if split not in ("train", "test"):
+        raise ValueError(f"{type(source).__name__}.digest: split is 'train' or 'test', got {split!r}")
+    return train if split == "train" else test
 
 
 def _spans(n: int, batch_size: int, train: bool) -> Iterator[tuple[int, int]]:
@@ -172,6 +187,13 @@ class TensorSource(Source):
             if getattr(self, key) is not None:
                 setattr(self, key, getattr(self, key).to(device))
         return self
+
+    def digest(self, split: str) -> str:
+        x, y = _split(self, split, (self.train_x, self.train_y), (self.test_x, self.test_y))
+        h = hashlib.sha256(f"uint8 {tuple(x.shape)}\n".encode())  # the shape: the same bytes as other images differ
+        h.update(x.cpu().contiguous().numpy().tobytes())
+        h.update(y.cpu().to(torch.int64).numpy().astype("<i8").tobytes())
+        return h.hexdigest()
 
     def normalise(self, x: Tensor) -> Tensor:
         return x.float() * self.scale + self.shift
@@ -520,6 +542,20 @@ class FolderSource(Source):
     def to(self, device: torch.device) -> FolderSource:
         self.device = torch.device(device)
         return self
+
+    def digest(self, split: str) -> str:
+        """By file: each image's path below the split's folder, its size and label, in order. Not their content:
+        reading every image of an ImageNet to hash it would cost as much as an epoch."""
+        dataset = _split(self, split, self.train, self.test)
+        indices = list(range(len(dataset)))  # type: ignore[arg-type]
+        while isinstance(dataset, Subset):  # a per-class or evenly spread subset of the folder
+            indices = [int(dataset.indices[i]) for i in indices]
+            dataset = dataset.dataset
+        h = hashlib.sha256()
+        for i in indices:
+            path, label = dataset.samples[i]  # type: ignore[attr-defined]
+            h.update(f"{os.path.relpath(path, dataset.root)}\t{os.path.getsize(path)}\t{label}\n".encode())  # type: ignore[attr-defined]
+        return h.hexdigest()
 
     def _loader(self, dataset: Dataset, batch_size: int, generator: torch.Generator | None) -> DataLoader:
         return DataLoader(dataset, batch_size=batch_size, shuffle=generator is not None, generator=generator,

@@ -31,10 +31,11 @@ from torch import Tensor, nn
 
 from . import STARTED, __version__, rundir, teacher_cache
 from .data import Source, load, set_augmentation
+from .errors import ConfigError
 from .losses import Objective, Step
 from .models import build_model, num_parameters, without_weight_files
-from .spec import ConfigError, RunSpec, compact_dict
-from .tracking import NullTracker, Tracker, run_name, standard_tags, tracking_uri
+from .spec import RunSpec, compact_dict, data_dict
+from .tracking import Lineage, NullTracker, Tracker, run_name, standard_tags, tracking_uri
 
 Log = Callable[[str], None]
 
@@ -299,6 +300,15 @@ def run_tags(spec: RunSpec, teacher_info: dict[str, Any] | None) -> dict[str, st
     return tags | {k: str(v) for k, v in spec.tracking.get("tags", {}).items()}
 
 
+def lineage(run: Run) -> Lineage:
+    """What the run learns from, for MLflow: the digest of exactly the images of each split, and the teacher."""
+    spec, info = run.spec, run.teacher_info or {}
+    data = {split: (run.source.digest(split), n) for split, n in (("train", run.source.train_size),
+                                                                  ("test", run.source.test_size))}
+    return Lineage(data_dict(spec.dataset), data, info.get("run_id"), info.get("sha256"),
+                   spec.teacher.model.slug if spec.teacher else None)
+
+
 def train(spec: RunSpec, out_dir: Path, log: Log = print) -> dict[str, Any]:
     """Train (or resume) one run into ``out_dir`` and return its metrics."""
     run = build_run(spec)
@@ -328,7 +338,7 @@ def train_epochs(run: Run, out_dir: Path, log: Log = print) -> dict[str, Any]:
     if spec.tracking.get("enabled", True):
         tracker = Tracker(tracking_uri(spec.tracking.get("store")), spec.tracking.get("experiment", "atlib"),
                           run_name(spec.to_dict()), tags, spec.to_dict(),
-                          resume=state is not None, system_metrics=True)
+                          resume=state is not None, system_metrics=True, lineage=lineage(run))
         mlflow_id = tracker.run_id
     # A fixed test batch whose attention maps (student beside teacher) go to MLflow a few times per
     # run, as image 'attention' at step = epoch, so the UI's slider shows the maps converging; off with

@@ -27,13 +27,14 @@ from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from .data import Source, load
+from .errors import ConfigError
 from .maps import HEADER, MIN_COLUMNS, PANEL, attention_grid, network_maps, new_figure, save, suptitle
 from .models import load_run_model
 from .paper import paper_value
 from .plan import Plan, gain_points, planned_figures
 from .rundir import finished
 from .runkey import RunKey
-from .spec import ConfigError, DataConfig, DataError
+from .spec import DataConfig, DataError
 from .stats import paired
 from .tables import METRIC_FIELD
 

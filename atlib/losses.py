@@ -1,8 +1,8 @@
 """The objective: a method's total loss from a batch, and the shapes of loss the methods compose.
 
-Every method is one module of ``atlib.methods`` (its parameters, whether it needs a teacher or adapters, and its
-loss). :class:`Objective` (an ``nn.Module``) owns the networks and the method's trainable parts (F-ActT's 1x1
-adapters), checks the compared groups, and offers the common shapes of a loss to the methods: the plain
+Every built-in method is one module of ``atlib.methods`` (its parameters, whether it needs a teacher or adapters,
+and its loss). :class:`Objective` (an ``nn.Module``) owns the networks and the method's trainable parts (F-ActT's
+1x1 adapters), checks the compared groups, and offers the methods what ``atlib.method.Objective`` declares: the plain
 cross-entropy, a transfer term summed over groups (:func:`_transfer`) and an input-gradient penalty
 (:func:`_gradient`). Neither the engine nor the objective branches on the method name.
 """
@@ -10,14 +10,14 @@ cross-entropy, a transfer term summed over groups (:func:`_transfer`) and an inp
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import distance
-from .spec import ConfigError, Method
+from .errors import ConfigError
+from .method import Method, Step
 
 # (position in the compared groups, student's activation, what the method reads of the teacher's) -> loss
 Term = Callable[[int, Tensor, Tensor], Tensor]
@@ -32,12 +32,6 @@ def input_gradient(model: nn.Module, x: Tensor, y: Tensor, create_graph: bool) -
 
 
 # --- composition ------------------------------------------------------------------------------
-
-class Step(NamedTuple):
-    loss: Tensor
-    logits: Tensor
-    terms: dict[str, Tensor]  # detached scalars, for logging
-
 
 def _probe(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> list[torch.Size]:
     was_training = model.training

@@ -23,20 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from . import methods, rundir
+from .errors import ConfigError
+from .importpath import IMPORT_PATH, path_slug
+from .method import Method
 from .runkey import TEACHER_VARIANT, RunKey
-from .spec import (
-    ConfigError,
-    DataConfig,
-    Method,
-    ModelSpec,
-    Recipe,
-    RunSpec,
-    check_keys,
-    check_label,
-    check_name,
-    compact_dict,
-    data_dict,
-)
+from .spec import DataConfig, ModelSpec, Recipe, RunSpec, check_keys, check_label, check_name, compact_dict, data_dict
 
 TOP_KEYS = {"claims", "convergence", "name", "results", "seeds", "teacher_seed", "device", "threads",
             "max_teacher_error",
@@ -255,7 +246,7 @@ def variant_slug(method: Method, defaults: Method) -> str:
     """Method name plus the parameters that differ from ``defaults``."""
     mine, base = method.params(), defaults.params()
     diffs = [f"{k}={_slug(v)}" for k, v in sorted(mine.items()) if k != "name" and base.get(k) != v]
-    return "-".join([method.name, *diffs])
+    return "-".join([path_slug(method.name), *diffs])
 
 
 def _method(cfg: Mapping[str, Any] | str, defaults: Mapping[str, Mapping[str, Any]], where: str) -> Method:
@@ -306,11 +297,13 @@ SCHEMA = Path(__file__).with_name("config.schema.yaml")  # package data: a wheel
 
 
 def schema() -> dict[str, Any]:
-    """The config schema, with the method names of the registry (atlib.methods) filled in."""
+    """The config schema, with the method names of the registry (atlib.method) and the form of a user's method
+    (``package.module:Class``) filled in."""
     import yaml
 
     loaded = yaml.safe_load(SCHEMA.read_text())
-    loaded["$defs"]["method_name"]["enum"] = list(methods.names())
+    loaded["$defs"]["method_name"]["then"]["pattern"] = f"^{IMPORT_PATH.pattern}$"
+    loaded["$defs"]["method_name"]["else"]["enum"] = list(methods.names())
     return loaded
 
 
@@ -322,7 +315,9 @@ def validate_config(config: Mapping[str, Any]) -> None:
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
-        raise ConfigError(f"{where or 'config'}: {error.message}")
+        # a pattern says little to a person: the schema's description of it says what it stands for
+        expected = error.schema.get("description") if error.validator == "pattern" else None
+        raise ConfigError(f"{where or 'config'}: {error.message}{f'; expected {expected}' if expected else ''}")
 
 
 def load_yaml(path: str) -> Any:
@@ -577,7 +572,10 @@ def _longer(plan: Plan, shared: _Shared, row: _Row, col: Column, keys: list[str]
 def _run(plan: Plan, shared: _Shared, ds: str, rc: str, model: ModelSpec, method: Method, seed: int,
          teacher: tuple[RunKey, ModelSpec] | None = None, gate: float | None = None) -> RunKey:
     """Plan one run (once, whichever cells ask for it): its key and its run spec."""
-    variant = variant_slug(method, shared.defaults_of[method.name])
+    # a user's method named only in a column is registered by now, after the defaults were taken
+    defaults = shared.defaults_of.get(method.name) or Method.from_config(
+        {"name": method.name, **(shared.method_defaults.get(method.name) or {})})
+    variant = variant_slug(method, defaults)
     key = RunKey(ds, rc, model.slug, variant, teacher[0] if teacher else None, seed)
     config, run_id = shared.config, str(key)
     store = (config.get("tracking") or {}).get("store") or f"{plan.results}/mlflow.db"

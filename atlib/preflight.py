@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from .datafiles import FMNIST_FILES, fmnist_files
+from .errors import ConfigError
 from .rundir import finished, run_dir
 from .runkey import RunKey
-from .spec import ConfigError, DataConfig, DataError, ModelSpec, Recipe
+from .spec import DataConfig, DataError, ModelSpec, Recipe
 
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_BATCH = 10_000  # images in each of CIFAR-10's python batch files (torchvision checks their MD5 sums)

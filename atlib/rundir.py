@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .spec import ConfigError
+from .errors import ConfigError
 
 METRICS, MODEL, CHECKPOINT, LOCK = "metrics.json", "model.pt", "checkpoint.pt", "run.lock"
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .methods import Method
+from .importpath import IMPORT_PATH
+from .method import Method
 
 DEVICES = ("auto", "cpu", "cuda")
 # crop+flip: the dataset's standard crop (CIFAR/Fashion-MNIST: reflect-pad 4 and crop; an image folder: ImageNet's
@@ -180,7 +181,6 @@ OPTIONS = {"wrn": set(), "nin": {"batchnorm", "relu_before_pool", "group_outputs
 # Families whose attention groups are modules named by path (atlib.models.tap): checking them needs torch.
 TAPPED = ("tv", "factory")
 TV_NAME = re.compile(r"tv:[a-z][a-z0-9_]*")  # "tv:" is torchvision's: a user's module is never called tv
-IMPORT_PATH = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
 MODULE_PATH = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")  # as nn.Module.named_modules() names a module
 WEIGHTS = re.compile(r"[A-Z][A-Z0-9_]*")  # an entry of a torchvision weights enum: IMAGENET1K_V1, DEFAULT
 

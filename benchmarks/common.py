@@ -11,8 +11,8 @@ import torch
 
 from atlib.engine import resolve_device, set_fp32_math
 from atlib.losses import Objective
+from atlib.method import Method
 from atlib.models import build_model
-from atlib.spec import Method
 
 PRECISIONS = ("fp32", "bf16")
 

@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     fail: list[str] = []
     try:
-        proc, base, pages = start_browse(workdir, config, len(plan.experiments) + len(plan.tables))
+        proc, base, pages = start_browse(workdir, config, 2 * len(plan.experiments) + len(plan.tables))
     except RuntimeError as e:
         print(f"ui_check: {e}", file=sys.stderr)
         return 1

@@ -1,6 +1,8 @@
 """The shape of the code: imports only go down, one owner per concept, a method is one registry entry."""
 
 import ast
+import itertools
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -13,9 +15,10 @@ import torch.nn.functional as F
 import yaml
 
 from atlib import methods
+from atlib.errors import ConfigError
 from atlib.methods import Method, param, register
 from atlib.plan import build_plan, schema, validate_config
-from atlib.spec import ConfigError, RunSpec
+from atlib.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "atlib"
@@ -25,18 +28,6 @@ MODULES = sorted(PACKAGE.rglob("*.py"))
 def module_name(path: Path) -> str:
     parts = path.relative_to(ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def _type_checking_only(node: ast.AST) -> bool:
-    """``if TYPE_CHECKING:``: imports for annotations, never run."""
-    return isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
-
-
-def _walk(node: ast.AST):
-    yield node
-    for child in ast.iter_child_nodes(node):
-        if not _type_checking_only(child):
-            yield from _walk(child)
 
 
 def _import_module_target(node: ast.AST, package: str) -> str | None:
@@ -57,11 +48,12 @@ def _import_module_target(node: ast.AST, package: str) -> str | None:
 
 
 def imports_of_source(name: str, source: str, is_package: bool = False) -> set[str]:
-    """Every atlib module the module ``name`` imports: at module level or inside functions, by ``importlib``,
-    and every module of its package where it imports them all (``pkgutil.iter_modules``)."""
+    """Every atlib module the module ``name`` imports: at module level or inside functions, under ``if
+    TYPE_CHECKING:`` (for annotations only, an edge on paper all the same), by ``importlib``, and every module of
+    its package where it imports them all (``pkgutil.iter_modules``)."""
     package = name if is_package else name.rsplit(".", 1)[0]
     found = set()
-    for node in _walk(ast.parse(source)):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("atlib")}
         elif isinstance(node, ast.ImportFrom):
@@ -113,21 +105,105 @@ def test_the_import_graph_of_atlib_has_no_cycle():
 
 
 def test_an_importlib_import_is_an_edge_and_an_upward_one_a_cycle():
-    """A method module that imports the objective's module by name reaches up: losses imports the spec, which
-    imports the methods."""
+    """A method module that imports the objective's module by name reaches up, to a row above it."""
     source = 'import importlib\n\ndef loss():\n    return importlib.import_module("atlib.losses").Step\n'
     assert imports_of_source("atlib.methods.at", source) == {"atlib.losses"}
     assert imports_of_source("atlib.methods.at", source.replace('"atlib.losses"', '"..losses", "atlib.methods"'))\
         == {"atlib.losses"}
-    found = cycle({**GRAPH, "atlib.methods.at": GRAPH["atlib.methods.at"] | {"atlib.losses"}})
-    assert found is not None and "atlib.losses" in found and "atlib.methods.at" in found
-    # an import for annotations only is no edge
+    assert upward({**GRAPH, "atlib.methods.at": GRAPH["atlib.methods.at"] | {"atlib.losses"}}, ROWS) == [
+        "atlib.methods.at -> atlib.losses"]
+    # the registry's module reaching the spec would close a loop: the spec imports it
+    found = cycle({**GRAPH, "atlib.method": GRAPH["atlib.method"] | {"atlib.spec"}})
+    assert found is not None and "atlib.spec" in found and "atlib.method" in found
+    # an import for annotations only is an edge too: never run, but it is what the module depends on
     typing_only = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..losses import Step\n"
-    assert imports_of_source("atlib.methods.at", typing_only) == set()
+    assert imports_of_source("atlib.methods.at", typing_only) == {"atlib.losses"}
 
 
 def test_the_method_package_reaches_each_of_its_methods():
-    assert {"atlib.methods.at", "atlib.methods.kd", "atlib.methods._base"} <= GRAPH["atlib.methods"]
+    assert {"atlib.methods.at", "atlib.methods.kd", "atlib.method"} <= GRAPH["atlib.methods"]
+    # and the package root imports them, so the registry is whole wherever a config is read
+    assert "atlib.methods" in GRAPH["atlib"]
+
+
+# --- the layers of docs/design.md: every import goes to a row drawn below its module's -------------------
+
+def design_rows(text: str) -> list[list[str]]:
+    """The rows of the module table of docs/design.md, top first: each row's files (``name.py``) and packages
+    (``name/``), as the lines that start with a layer number list them."""
+    table = text.split("Modules, each importing only those", 1)[1].split("```", 2)[1]
+    rows = []
+    for line in table.splitlines():
+        words = line.split()
+        if words and words[0].isdigit():
+            rows.append([w for w in itertools.takewhile(lambda w: w.endswith((".py", "/")), words[1:])])
+    return rows
+
+
+def place(module: str, rows: list[list[str]]) -> tuple[int, str] | None:
+    """The row (its index) and the entry of the table that draw ``module`` (a package's entry holds its modules)."""
+    for i, row in enumerate(rows):
+        for entry in row:
+            name = "atlib" if entry == "__init__.py" else f"atlib.{entry.removesuffix('.py').removesuffix('/')}"
+            if module == name or (entry.endswith("/") and module.startswith(name + ".")):
+                return i, entry
+    return None
+
+
+def upward(graph: dict[str, set[str]], rows: list[list[str]]) -> list[str]:
+    """Every import that does not go down: to a row above its module's, or to another entry of the same row (a
+    package's modules among themselves excepted: the cycle check covers them). A module the table lacks is one."""
+    bad = [f"{m} is not in the table" for m in sorted(graph) if place(m, rows) is None]
+    for module, deps in sorted(graph.items()):
+        for dep in sorted(deps):
+            here, there = place(module, rows), place(dep, rows)
+            if here is not None and there is not None and there[0] <= here[0] and not (
+                    there == here and here[1].endswith("/")):
+                bad.append(f"{module} -> {dep}")
+    return bad
+
+
+ROWS = design_rows((ROOT / "docs/design.md").read_text())
+
+
+def test_every_import_goes_down_the_layers_of_the_design():
+    assert upward(GRAPH, ROWS) == []
+
+
+def test_an_upward_import_even_for_annotations_only_breaks_the_layers():
+    """A hand-made graph over a hand-made table: the check above finds what it is there for."""
+    rows = design_rows("Modules, each importing only those below it:\n```\n2  losses.py\n1  spec.py  rundir.py\n"
+                       "0  methods/   the registry\n   (a continued line)\n0  errors.py\n```\n")
+    assert rows == [["losses.py"], ["spec.py", "rundir.py"], ["methods/"], ["errors.py"]]
+    down = {"atlib.losses": {"atlib.spec", "atlib.methods.at"}, "atlib.spec": {"atlib.methods"},
+            "atlib.methods": {"atlib.methods.at"}, "atlib.methods.at": {"atlib.errors"}, "atlib.rundir": set(),
+            "atlib.errors": set()}
+    assert upward(down, rows) == []
+    typing_only = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..losses import Objective\n"
+    up = {**down, "atlib.methods.at": imports_of_source("atlib.methods.at", typing_only)}
+    assert upward(up, rows) == ["atlib.methods.at -> atlib.losses"]
+    sideways = {**down, "atlib.rundir": {"atlib.spec"}}  # a row is no layer of peers that import each other
+    assert upward(sideways, rows) == ["atlib.rundir -> atlib.spec"]
+    assert upward({**down, "atlib.cli": set()}, rows) == ["atlib.cli is not in the table"]
+
+
+def test_the_spec_reaches_no_method_module_and_the_methods_nothing_above_the_spec():
+    assert not any(d == "atlib.methods" or d.startswith("atlib.methods.") for d in GRAPH["atlib.spec"])
+    for module in (m for m in GRAPH if m.startswith("atlib.methods")):
+        assert GRAPH[module] <= {"atlib.method", "atlib.attention", "atlib.errors"} | {
+            m for m in GRAPH if m.startswith("atlib.methods.")}, module
+
+
+def test_config_error_comes_from_its_own_module_everywhere():
+    """One owner: no module takes ConfigError through another that imports it (the spec, say)."""
+    others = []
+    for path in [*MODULES, *ROOT.glob("tests/*.py"), *ROOT.glob("benchmarks/*.py"), *ROOT.glob("scripts/*.py"),
+                 ROOT / "workflow/Snakefile", *ROOT.glob("workflow/rules/*.smk")]:
+        # a regular expression, not ast: the Snakefile and its rules are not Python
+        for module, names in re.findall(r"^\s*from\s+(\S+)\s+import\s+(\([^)]*\)|[^\n]*)", path.read_text(), re.M):
+            if re.search(r"\bConfigError\b", names) and module.split(".")[-1] != "errors":
+                others.append(f"{path.relative_to(ROOT)}: from {module} import ... ConfigError")
+    assert others == []
 
 
 def test_nothing_imports_the_command_line():
@@ -202,7 +278,7 @@ def test_only_the_run_directory_module_names_a_runs_files():
 def test_the_schema_names_the_registered_methods_in_one_place():
     text = (PACKAGE / "config.schema.yaml").read_text()
     assert "enum: [baseline" not in text and text.count('$ref: "#/$defs/method_name"') == 4
-    assert schema()["$defs"]["method_name"]["enum"] == list(methods.names())
+    assert schema()["$defs"]["method_name"]["else"]["enum"] == list(methods.names())
     assert (ROOT / "workflow/schemas/config.schema.yaml").resolve() == PACKAGE / "config.schema.yaml"
 
 

@@ -10,12 +10,15 @@ from conftest import store_in
 from atlib import browse, cli, server
 from atlib.tracking import (
     EXPERIMENT_KIND,
+    GROUPED_NAME,
+    GROUPED_VIEW,
     RANKED_NAME,
     RANKED_STATE,
     RANKED_VIEW,
     VIEW_TAG,
     browse_hint,
     ensure_experiments,
+    grouped_url,
     ranked_url,
     summary_experiment,
     ui_url,
@@ -39,8 +42,8 @@ def store(tmp_path, monkeypatch, empty_store):
     return uri, ids, summary
 
 
-def view_of(experiment) -> dict:
-    envelope = json.loads(experiment.tags[VIEW_TAG + RANKED_VIEW])
+def view_of(experiment, view: str = RANKED_VIEW) -> dict:
+    envelope = json.loads(experiment.tags[VIEW_TAG + view])
     return {**envelope, "state": json.loads(envelope["state"])}
 
 
@@ -62,14 +65,38 @@ def test_training_experiments_carry_the_ranked_view_and_summary_ones_do_not(stor
     assert view_of(c.get_experiment(old))["state"] == view_of(c.get_experiment(ids["fmnist"]))["state"] == RANKED_STATE
 
 
+def test_the_grouped_view_groups_by_the_method_tag_with_the_mean_the_ui_offers(store):
+    """MLflow 3.17's runs list aggregates a group by min, average or max (no median): the view asks for the average
+    of each group, grouped by the tag every run carries (atlib.engine.run_tags), sorted and shown as the ranked one."""
+    import mlflow
+
+    uri, ids, _ = store
+    c = mlflow.MlflowClient(uri)
+    view = view_of(c.get_experiment(ids["fmnist"]), GROUPED_VIEW)
+    assert view["name"] == GROUPED_NAME
+    assert view["state"]["groupBy"] == {"aggregateFunction": "average",
+                                        "groupByKeys": [{"mode": "tag", "groupByData": "method"}]}
+    assert {k: v for k, v in view["state"].items() if k != "groupBy"} == RANKED_STATE
+    assert VIEW_TAG + GROUPED_VIEW not in c.get_experiment(ids[summary_experiment("quick")]).tags
+    assert grouped_url("7", "http://h") == (f"http://h/#/experiments/7/runs?viewStateShareKey={GROUPED_VIEW}"
+                                            "&workflowType=machine_learning")
+    # an experiment made before atlib defined it gets it from atlib browse
+    old = c.create_experiment("old", tags=dict([EXPERIMENT_KIND]))
+    c.create_run(old, run_name="kd · s0")
+    browse.pages(uri, "http://h", ["old"])
+    assert view_of(c.get_experiment(old), GROUPED_VIEW)["state"] == view["state"]
+
+
 def test_pages_are_each_runs_list_ranked_and_each_summary_run(store):
     uri, ids, summary = store
     base = "http://127.0.0.1:5123"
     assert browse.pages(uri, base) == [  # an experiment without runs is left out
         (ranked_url(ids["fmnist"], base), "fmnist: its runs, ranked by test error"),
+        (grouped_url(ids["fmnist"], base), "fmnist: its runs grouped by method, each method's mean test error"),
         (ui_url(ids[summary_experiment("quick")], summary, base),
          "table1 · quick: the table's summary run, each cell's median test error")]
-    assert [what for _, what in browse.pages(uri, base, ["empty"])] == ["empty: its runs, ranked by test error"]
+    assert [what for _, what in browse.pages(uri, base, ["empty"])] == [
+        "empty: its runs, ranked by test error", "empty: its runs grouped by method, each method's mean test error"]
     assert ranked_url("7", base) == (f"{base}/#/experiments/7/runs?viewStateShareKey={RANKED_VIEW}"
                                      "&workflowType=machine_learning")
 
@@ -92,9 +119,10 @@ def test_browse_falls_back_to_a_free_port_and_stops_its_server_on_ctrl_c(store, 
     monkeypatch.setattr(server, "stop_group", stopped.append)
     assert cli.main(["browse", "--store", uri.removeprefix("sqlite:///")]) == 0
     assert asked == [5000, 0] and len(stopped) == 1
-    head, ranked, summary = capsys.readouterr().out.splitlines()
+    head, ranked, grouped, summary = capsys.readouterr().out.splitlines()
     assert head.startswith("MLflow's UI on http://127.0.0.1:40123 (store ")
     assert ranked == f"  {ranked_url(ids['fmnist'], 'http://127.0.0.1:40123')}  fmnist: its runs, ranked by test error"
+    assert grouped.startswith(f"  {grouped_url(ids['fmnist'], 'http://127.0.0.1:40123')}  fmnist: its runs grouped")
     assert summary.startswith("  http://127.0.0.1:40123/#/experiments/")
 
 
@@ -122,13 +150,14 @@ def test_the_hint_names_atlib_browse_by_its_path_and_the_pages_it_opens(tmp_path
     (tmp_path / "mlflow-experiments.tsv").write_text("quick\t7\n")
     (tmp_path / "mlflow-summary.tsv").write_text("table1\t8\tabc\thttp://x\n")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/other.db")
-    head, ranked, summary = browse_hint("results/mlflow.db", tmp_path).splitlines()
+    head, ranked, grouped, summary = browse_hint("results/mlflow.db", tmp_path).splitlines()
     assert head.startswith("Browse the runs: ") and head.split()[4:6] == ["browse", str(tmp_path)]
     assert head.split()[3].endswith("bin/atlib")  # the script beside this Python: no activated environment needed
     assert f"(serves {tmp_path}/other.db; Ctrl-C stops it)" in head
     assert ranked == f"  {ranked_url('7')}  (quick: its runs, ranked by test error)"
+    assert grouped == f"  {grouped_url('7')}  (quick: its runs grouped by method, each method's mean test error)"
     assert summary == f"  {ui_url('8', 'abc')}  (table1: the table's summary run)"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracker:5000")
-    head, ranked, _ = browse_hint("results/mlflow.db", tmp_path).splitlines()
+    head, ranked, *_ = browse_hint("results/mlflow.db", tmp_path).splitlines()
     assert head == "Browse the runs on the tracking server http://tracker:5000:"
     assert ranked.startswith("  http://tracker:5000/#/experiments/7/runs?viewStateShareKey=")

@@ -14,8 +14,9 @@ import torch
 from atlib.attention import attention
 from atlib.engine import train, train_step
 from atlib.losses import Objective
+from atlib.method import Method
 from atlib.models import build_model
-from atlib.spec import Method, RunSpec
+from atlib.spec import RunSpec
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -24,7 +24,8 @@ from atlib.data import (
     read_idx,
     set_augmentation,
 )
-from atlib.spec import ConfigError, DataConfig, DataError
+from atlib.errors import ConfigError
+from atlib.spec import DataConfig, DataError
 
 REAL_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 

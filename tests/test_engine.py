@@ -11,7 +11,8 @@ import torch
 
 from atlib import engine
 from atlib.engine import NonFiniteLoss, TeacherError, train
-from atlib.spec import ConfigError, RunSpec
+from atlib.errors import ConfigError
+from atlib.spec import RunSpec
 
 DATA = {"name": "synthetic", "synthetic_train": 256, "synthetic_test": 128, "size": 16}
 

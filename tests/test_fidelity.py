@@ -7,7 +7,8 @@ from torch import nn
 
 from atlib.engine import start_epoch
 from atlib.losses import Objective
-from atlib.spec import Method, Recipe
+from atlib.method import Method
+from atlib.spec import Recipe
 
 
 def authors_lrs(epochs: int, epoch_step: list[int], lr: float = 0.1, ratio: float = 0.2) -> list[float]:

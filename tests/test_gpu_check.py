@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from atlib.engine import train
-from atlib.spec import ConfigError, RunSpec
+from atlib.errors import ConfigError
+from atlib.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,12 +5,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atlib.errors import ConfigError
 from atlib.losses import Objective
+from atlib.method import Method
 from atlib.methods import names
 from atlib.methods.factt import factt_loss
 from atlib.methods.kd import kd_loss
 from atlib.methods.sp import similarity, sp_loss
-from atlib.spec import ConfigError, Method
 
 
 def test_kd_by_hand():
@@ -231,8 +232,8 @@ def test_groups_out_of_range_and_size_mismatch_without_resize():
 def test_the_method_checks_and_the_formulas_name_the_same_mappings_and_forms():
     from typing import get_args
 
-    from atlib import attention
-    from atlib.methods import _base, at
+    from atlib import attention, method
+    from atlib.methods import at
 
     assert at.MAPPINGS == get_args(attention.MappingName) and at.NORMS == get_args(attention.NormName)
-    assert _base.FORMS == get_args(attention.Form)
+    assert method.FORMS == get_args(attention.Form)

@@ -23,6 +23,7 @@ from atlib.tracking import (
     EXPERIMENT_KIND,
     Tracker,
     ensure_experiments,
+    grouped_url,
     metric_key,
     ranked_url,
     run_name,
@@ -163,8 +164,10 @@ def test_the_dag_ends_with_atlib_browse_and_the_pages_it_opens(synthetic_dag):
     table, exp, run = summary_of(workdir)
     hint = proc.stdout.split("Browse the runs: ", 1)[1].splitlines()
     assert hint[0].split()[1:3] == ["browse", "results/synthetic"]
-    assert hint[1:3] == [f"  {ranked_url(c.get_experiment_by_name('synthetic').experiment_id)}  (synthetic: its runs, "
-                         "ranked by test error)", f"  {ui_url(exp, run)}  ({table}: the table's summary run)"]
+    synthetic = c.get_experiment_by_name("synthetic").experiment_id
+    assert hint[1:4] == [f"  {ranked_url(synthetic)}  (synthetic: its runs, ranked by test error)",
+                         f"  {grouped_url(synthetic)}  (synthetic: its runs grouped by method, each method's mean test "
+                         "error)", f"  {ui_url(exp, run)}  ({table}: the table's summary run)"]
     assert ui_url("1", "abc").endswith("/#/experiments/1/runs/abc?workflowType=machine_learning")
 
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 import yaml
 
+from atlib.errors import ConfigError
 from atlib.plan import build_plan, missing_data
-from atlib.spec import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

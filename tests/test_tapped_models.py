@@ -15,11 +15,13 @@ from atlib import cli, preflight
 from atlib.attention import at_loss
 from atlib.data import load
 from atlib.engine import train, train_step
+from atlib.errors import ConfigError
 from atlib.losses import Objective
+from atlib.method import Method
 from atlib.models import build_model, load_run_model, num_parameters, tv
 from atlib.models.tap import Tapped, default_groups, trace
 from atlib.plan import build_plan
-from atlib.spec import ConfigError, DataConfig, Method, ModelSpec, RunSpec, check_run_id
+from atlib.spec import DataConfig, ModelSpec, RunSpec, check_run_id
 
 RESNET = ("layer1", "layer2", "layer3", "layer4")
 

@@ -7,8 +7,9 @@ import torch
 
 from atlib.data import load, per_class_indices, training_indices
 from atlib.engine import train
+from atlib.errors import ConfigError
 from atlib.plan import build_plan
-from atlib.spec import ConfigError, DataConfig, RunSpec
+from atlib.spec import DataConfig, RunSpec
 
 SYN = {"name": "synthetic", "synthetic_train": 300, "synthetic_test": 40, "size": 8}
 

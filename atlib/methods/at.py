@@ -6,12 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from ._base import Scheduled, above, boolean, form, groups, one_of, param, register
+from ..method import Objective, Scheduled, Step, above, boolean, form, groups, one_of, param, register
 
 if TYPE_CHECKING:
     from torch import Tensor
-
-    from ..losses import Objective, Step
 
 MAPPINGS: tuple[str, ...] = ("sum", "max")  # F^p_sum, F^p_max (atlib.attention.MappingName)
 NORMS: tuple[str, ...] = ("l2", "l1")

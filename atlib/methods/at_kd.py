@@ -5,14 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from ._base import register, schedule
+from ..method import Objective, Step, register, schedule
 from .at import AT
 from .kd import KD
 
 if TYPE_CHECKING:
     from torch import Tensor
-
-    from ..losses import Objective, Step
 
 
 @register

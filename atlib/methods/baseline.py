@@ -5,12 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from ._base import Method, register
+from ..method import Method, Objective, Step, register
 
 if TYPE_CHECKING:
     from torch import Tensor
-
-    from ..losses import Objective, Step
 
 
 @register

@@ -6,12 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from ._base import Scheduled, form, groups, register, schedule
+from ..method import Objective, Scheduled, Step, form, groups, register, schedule
 
 if TYPE_CHECKING:
     from torch import Tensor
-
-    from ..losses import Objective, Step
 
 
 def factt_loss(s: Tensor, t: Tensor, form: str = "code") -> Tensor:

@@ -7,12 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from ._base import Weighted, form, register
+from ..method import Objective, Step, Weighted, form, register
 
 if TYPE_CHECKING:
     from torch import Tensor
-
-    from ..losses import Objective, Step
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from ._base import Delayed, above, at_least, param, register
+from ..method import Delayed, Objective, Step, above, at_least, param, register
 
 if TYPE_CHECKING:
     from torch import Tensor
-
-    from ..losses import Objective, Step
 
 
 def kd_loss(ys: Tensor, yt: Tensor, y: Tensor, T: float, alpha: float) -> Tensor:

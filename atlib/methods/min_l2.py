@@ -7,13 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from ._base import register
+from ..method import Objective, register
 from .grad_at import InputGradient
 
 if TYPE_CHECKING:
     from torch import Tensor
-
-    from ..losses import Objective
 
 
 @register

@@ -9,12 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from ._base import Method, at_least, groups, param, register
+from ..method import Method, Objective, Step, at_least, groups, param, register
 
 if TYPE_CHECKING:
     from torch import Tensor
-
-    from ..losses import Objective, Step
 
 
 def similarity(a: Tensor) -> Tensor:

@@ -12,13 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from ._base import at_least, param, register
+from ..method import Objective, Step, at_least, param, register
 from .grad_at import InputGradient
 
 if TYPE_CHECKING:
     from torch import Tensor
-
-    from ..losses import Objective, Step
 
 
 @register
@@ -32,7 +30,6 @@ class Symmetry(InputGradient):
         """CE + beta * d(J(x) - flip(J(flip x))) + output_beta * d(f(x) - f(flip x)); the flipped pass runs after
         the student's own, as batch norm's running statistics see them in that order."""
         from ..attention import distance
-        from ..losses import Step
 
         flipped: list[Tensor] = []
 

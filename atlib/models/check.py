@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..spec import DataConfig, Method, ModelSpec, family
+from ..method import Method
+from ..spec import DataConfig, ModelSpec, family
 from . import build_model, tv, without_weight_files
 
 

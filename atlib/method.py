@@ -1,18 +1,25 @@
-"""What every method shares: the base class, the registry, and the parameters several methods take."""
+"""What a method is, below every module that names one: the base class, the registry, the parameters several methods
+take, and what a loss returns and may use of the objective.
+
+The spec validates a method through this module alone; the methods themselves (``atlib.methods``, one module each)
+register here, and ``import atlib`` imports them all, so the registry is whole wherever a config is read. A user's
+method comes by import path, ``package.module:Class`` (:func:`lookup`), and registers under that path. This module
+imports no torch, and nothing of atlib but the error it raises and the import path's form.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, TypeVar
 
-from ..errors import ConfigError
+from .errors import ConfigError
+from .importpath import IMPORT_PATH
 
-if TYPE_CHECKING:  # only for annotations: this package imports no torch and nothing above it
-    from torch import Tensor
-
-    from ..losses import Objective, Step
+if TYPE_CHECKING:  # torch's types, for annotations only: the plan validates methods without torch
+    from torch import Tensor, nn
 
 Check = Callable[[Any], bool]
 M = TypeVar("M", bound="type[Method]")
@@ -33,11 +40,40 @@ def names() -> tuple[str, ...]:
 
 
 def lookup(name: Any, where: str = "method.name") -> type[Method]:
-    """The class of a method name; an unknown name is a ConfigError naming the key ``where``."""
+    """The class of a method name, or of a user's ``package.module:Class`` (imported and registered the first time);
+    an unknown name or a path that does not lead to a method is a ConfigError naming the key ``where``."""
     cls = REGISTRY.get(name) if isinstance(name, str) else None
+    if cls is None and isinstance(name, str) and IMPORT_PATH.fullmatch(name):
+        cls = _load(name, where)
     if cls is None:
-        raise ConfigError(f"{where}: unknown method {name!r}; expected one of {', '.join(names())}")
+        raise ConfigError(f"{where}: unknown method {name!r}; expected one of {', '.join(names())}, or a method of "
+                          "your own as package.module:Class")
     return cls
+
+
+def _load(path: str, where: str) -> type[Method]:
+    """A user's method class by import path, checked as a registered one is, then registered under the path."""
+    module_name, _, attr = path.partition(":")
+    expected = "expected package.module:Class, a frozen dataclass subclassing atlib.method.Method"
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(f"{where}: cannot import {module_name!r} for method {path} ({e}); {expected}, importable "
+                          "from the working folder, an installed package or PYTHONPATH") from None
+    cls = getattr(module, attr, None)
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        what = "nothing" if cls is None else f"a {type(cls).__name__}"
+        raise ConfigError(f"{where}: {path} is {what}; {expected}")
+    if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+        raise ConfigError(f"{where}: {path} is not a frozen dataclass; {expected} (@dataclass(frozen=True))")
+    if cls.loss is Method.loss:
+        raise ConfigError(f"{where}: {path} defines no loss(self, obj, x, y, progress); {expected}")
+    own = cls.__dict__.get("name")
+    if own is not None and own != path:
+        raise ConfigError(f"{where}: {path} sets name = {own!r}; a method by import path is named by its path "
+                          "(leave name out)")
+    cls.name = path  # its name in run specs, tags and the registry: a spec written with it loads it again
+    return register(cls)
 
 
 # --- parameters: a default and a check, declared as a dataclass field -----------------------------
@@ -93,6 +129,43 @@ def groups(default: tuple[int, ...] | None = None) -> Any:
 
 def schedule(default: str = "constant") -> Any:
     return param(default, one_of(*BETA_SCHEDULES), f"one of {', '.join(BETA_SCHEDULES)}")
+
+
+# --- what a loss returns, and what it may use of the objective ------------------------------------
+
+class Step(NamedTuple):
+    """One batch's loss, the student's logits, and the loss's terms (detached scalars, for logging)."""
+
+    loss: Tensor
+    logits: Tensor
+    terms: dict[str, Tensor]
+
+
+class Objective(Protocol):
+    """What a method's loss may use of the objective it is given (``atlib.losses.Objective`` provides it): the
+    networks, the compared groups and the adapters, and the shapes of loss the methods compose. Declared here so
+    that a method needs nothing from above the spec, not even for its annotations."""
+
+    method: Method
+    student: nn.Module
+    teacher: nn.Module | None
+    adapters: nn.ModuleList
+    groups: tuple[int, ...]
+
+    def teacher_outputs(self, x: Tensor) -> tuple[Tensor, list[Tensor]]: ...
+
+    def taught(self, x: Tensor, y: Tensor) -> dict[str, Tensor]: ...
+
+    def cross_entropy(self, x: Tensor, y: Tensor) -> Step: ...
+
+    def transfer(self, x: Tensor, y: Tensor, name: str, term: Callable[[int, Tensor, Tensor], Tensor] | None,
+                 weight: float, kd: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None) -> Step: ...
+
+    def gradient_penalty(self, x: Tensor, y: Tensor, difference: Callable[[Tensor], Tensor], weight: float,
+                         form: str) -> Step: ...
+
+    def input_gradient(self, model: nn.Module, x: Tensor, y: Tensor, create_graph: bool) -> tuple[Tensor, Tensor]:
+        ...
 
 
 # --- the base classes ------------------------------------------------------------------------------
