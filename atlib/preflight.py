@@ -18,6 +18,7 @@ user network (``tv:NAME``, ``package.module:factory``).
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import struct
 import zlib
@@ -356,3 +357,24 @@ def failure_reasons(plan: Any, logs: Path | str, since: float) -> list[str]:
         if changed and finished(run_dir(plan.results, run_id)) is None and (why := reason(log)):
             lines.append(f"atlib: run {run_id} failed: {why.removeprefix('atlib: error: ')} (log: {log})")
     return lines
+
+
+def train_images(plan: Any) -> dict[str, int | None]:
+    """Run id -> its training images per epoch, from the files' headers (None where they cannot be read): what the
+    progress line prices each pending run's planned work by."""
+    sizes: dict[str, int | None] = {}
+    out = {}
+    for run_id, spec in plan.runs.items():
+        key = json.dumps(spec["dataset"], sort_keys=True)
+        if key not in sizes:
+            cfg = DataConfig.from_config(spec["dataset"])
+            try:
+                held = holdings(cfg, count=False)
+            except (Missing, DataError, OSError):
+                sizes[key] = None
+            else:
+                k = len(held.train_per_class) or held.num_classes
+                pool = held.train - (cfg.validation_per_class or 0) * k
+                sizes[key] = cfg.per_class * k if cfg.per_class else min(pool, cfg.train_size or pool)
+        out[run_id] = sizes[key]
+    return out

@@ -39,17 +39,44 @@ def test_jobs_at_once_follow_the_executor_cores_threads_and_gpu_slots():
     assert progress.jobs_at_once(False, cores=8, nodes=100, threads=4, gpu_per_job=1, gpu_slots=2) == 100
 
 
-def test_estimate_takes_each_unfinished_run_at_the_median_of_the_runs_most_like_it(plan):
+def test_each_pending_run_is_priced_by_its_planned_work_at_the_cost_of_runs_of_its_kind(plan):
     teachers, baselines = runs(plan, "wrn-10-2", "baseline"), runs(plan, "wrn-10-1", "baseline")
     ats, kds = runs(plan, "wrn-10-1", "at"), runs(plan, "wrn-10-1", "kd")
-    # both AT students measured (30 and 60 s), one teacher (30 s), one baseline (12 s)
-    seconds = {ats[0]: 30.0, ats[1]: 60.0, teachers[0]: 30.0, baselines[0]: 12.0}
-    # left: teacher seed1 like teacher seed0 (30); baseline seed1 (12); both KD and both SP students, like the AT
-    # ones: same data, student and teacher (median of 30 and 60 = 45 each)
-    assert progress.estimate(plan, seconds, running={}) == pytest.approx(30 + 12 + 4 * 45)
-    # a KD student running for 40 s of its 45 has 5 left
-    assert progress.estimate(plan, seconds, running={kds[0]: 40.0}) == pytest.approx(30 + 12 + 5 + 3 * 45)
+    M = progress.Measured
+    # (wall, epochs): overheads 10, 10, 6, 3 (median 8); per epoch (3 epochs, sizes unknown) 10, 20, 10, 4
+    done = {ats[0]: M(40, 30), ats[1]: M(70, 60), teachers[0]: M(36, 30), baselines[0]: M(15, 12)}
+    left = progress.seconds_left(plan, done, running={})
+    # KD and SP students are distilled WRN-10-1s from a WRN-10-2 on the same data, as the AT ones: 8 + 3 x 15 = 53;
+    # the other teacher 8 + 3 x 10 = 38; the other baseline 8 + 3 x 4 = 20
+    assert left[kds[0]] == 53 and left[teachers[1]] == 38 and left[baselines[1]] == 20
+    assert sum(left.values()) == 38 + 20 + 4 * 53
+    # a KD student 40 s in: 13 s left by its estimate; or, having logged 1 of its 3 epochs, 2 more at 40 s each
+    assert progress.seconds_left(plan, done, running={kds[0]: 40.0})[kds[0]] == 13
+    assert progress.seconds_left(plan, done, {kds[0]: 40.0}, epochs_done={kds[0]: (1, 3)})[kds[0]] == 80
+    # training images scale the work: a baseline of 4 images an epoch where the measured one had 2 costs twice its
+    # epochs (overhead 8 + 2 x 12)
+    images = dict.fromkeys(plan.runs, 2) | {baselines[1]: 4}
+    assert progress.seconds_left(plan, done, {}, images)[baselines[1]] == 8 + 2 * 12
     assert progress.estimate(plan, {}, running={}) != progress.estimate(plan, {}, running={})  # nan: no measure
+
+
+def test_wall_time_left_waits_for_an_unfinished_teacher(plan):
+    teachers = runs(plan, "wrn-10-2", "baseline")
+    students = [r for r, t in plan.teacher_of.items() if t == teachers[1]]
+    assert len(students) == 3
+    left = {teachers[1]: 38.0, **dict.fromkeys(students, 53.0), "other": 20.0}
+    # the teacher, then its students two at a time (38 + 159 / 2 = 117.5), is longer than the work shared out
+    # (217 / 2 = 108.5)
+    assert progress.wall_left(plan, left, jobs=2) == 38 + 159 / 2
+    # with a long run beside them, sharing out is longer: (38 + 159 + 300) / 2
+    assert progress.wall_left(plan, {**left, "other": 300.0}, jobs=2) == (38 + 159 + 300) / 2
+
+
+def test_epochs_logged_reads_the_last_epoch_line(tmp_path):
+    log = tmp_path / "r.log"
+    log.write_text("2026 INFO mlflow\n[a/b] epoch 1/12 loss 0.5 train err 9%\n[a/b] epoch 2/12 loss 0.4 x\n")
+    assert progress.epochs_logged(log) == (2, 12)
+    assert progress.epochs_logged(tmp_path / "none.log") is None
 
 
 def test_watcher_prints_one_line_per_run_as_it_finishes_with_its_measured_time(plan, tmp_path):
@@ -71,10 +98,10 @@ def test_watcher_prints_one_line_per_run_as_it_finishes_with_its_measured_time(p
     finish(plan, teachers[1], startup=1.0, train=2.0)  # its wall time counts (42 s), not its own record (3 s)
     [line] = watcher.poll()
     assert lines == [line]
-    # 8 runs left: the baseline and students at the one data-wide median (30 and 42 s per run of 3 epochs),
-    # 8 x 36 s on 2 jobs at once
-    assert line == (f"atlib: 2/10 runs done, ETA {progress.duration(8 * 36 / 2)} at the finished runs' speed "
-                    f"(2 jobs at once); {teachers[1]} took 42 s")
+    # overheads 5 and 40 (median 22.5), per epoch 25/3 and 2/3: no run of the other kinds yet, so each of the 8
+    # at the median of every run, 22.5 + 3 x 4.5 = 36 s, on 2 jobs at once
+    assert line == (f"atlib: 2/10 runs done, ETA {progress.duration(8 * 36 / 2)} from each run's planned work at "
+                    f"the measured cost of its kind (2 jobs at once); {teachers[1]} took 42 s")
     assert watcher.poll() == []  # each run once
 
 

@@ -56,7 +56,7 @@ def start_progress():
                                  workflow.resource_settings.nodes, PLAN.threads, PLAN.resources["gpu"],
                                  getattr(slots, "value", slots))
     PROGRESS["since"] = time.time()
-    PROGRESS["watcher"] = progress.Watcher(PLAN, f"{RESULTS}/logs", jobs)
+    PROGRESS["watcher"] = progress.Watcher(PLAN, f"{RESULTS}/logs", jobs, images=preflight.train_images(PLAN))
     PROGRESS["watcher"].start()
 
 
