@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import STARTED, __version__, rundir, teacher_cache
+from . import STARTED, __version__, compiled, rundir, teacher_cache
 from .data import Source, load, set_augmentation
 from .errors import ConfigError
 from .losses import Objective, Step
@@ -225,6 +225,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     cache: teacher_cache.TeacherCache | None = None  # the teacher's outputs per input, computed once
     teacher_outputs: dict[str, Any] | None = None  # which path the teacher's outputs take: cached, live, none
+    compile_info: dict[str, Any] | None = None  # whether the step is compiled, over how many steps, from a warm cache
 
     @property
     def precision(self) -> str:
@@ -266,12 +267,15 @@ def build_run(spec: RunSpec) -> Run:
         if teacher is not None:
             teacher = teacher.to(memory_format=torch.channels_last)
     objective = Objective(spec.method, student, teacher, source.input_shape, device)
-    if spec.recipe.compile:
-        # In place (nn.Module.compile): checkpoints keep their keys, and evaluate() runs the student eagerly,
-        # so only the training step is compiled. Its cost and effect: the comment of atlib.spec.Recipe.compile.
-        objective.compile()
+    key = compiled.architecture(spec, source.input_shape, device)
+    warm = compiled.is_warm(key)
+    steps = source.train_steps(spec.recipe.batch_size) * spec.recipe.epochs
+    if spec.recipe.compiles(steps, warm):
+        compiled.compile_in_place(objective)  # its cost and effect: atlib.spec.Recipe.compile
     optimizer = make_optimizer([p for p in objective.parameters() if p.requires_grad], spec.recipe)
     run = Run(spec, device, source, student, teacher, teacher_info, objective, optimizer)
+    run.compile_info = {"compiled": spec.recipe.compiles(steps, warm), "planned_steps": steps, "cache_warm": warm,
+                    "architecture": key}
     run.cache, run.teacher_outputs = teacher_cache.prepare(objective, source, spec.recipe, run.amp)
     return run
 
@@ -349,6 +353,9 @@ def train_epochs(run: Run, out_dir: Path, log: Log = print) -> dict[str, Any]:
     try:
         for epoch in range(start, r.epochs):
             row = _train_epoch(run.objective, run.optimizer, source, spec, epoch, run.amp, log, run.cache)
+            info = run.compile_info or {}
+            if info.get("compiled") and not info["cache_warm"] and epoch == start:
+                compiled.mark_warm(info["architecture"], row["epoch_seconds"])  # later processes: a warm cache
             if r.evaluates(epoch):
                 row["test_error"], row["test_error_top5"] = evaluate(student, source, r.eval_batch_size, run.amp)
                 best = min(best, row["test_error"])
@@ -394,7 +401,8 @@ def train_epochs(run: Run, out_dir: Path, log: Log = print) -> dict[str, Any]:
         "num_parameters": num_parameters(student), "checkpoint_sha256": rundir.sha256(model_path),
         "checkpoint_bytes": model_path.stat().st_size,
         "train_seconds": sum(h["epoch_seconds"] for h in history), "startup_seconds": startup,
-        "teacher": run.teacher_info, "teacher_outputs": run.teacher_outputs, "mlflow_run_id": mlflow_id,
+        "teacher": run.teacher_info, "teacher_outputs": run.teacher_outputs, "compile": run.compile_info,
+        "mlflow_run_id": mlflow_id,
         "config": spec.to_dict(),
         "environment": {**environment(run.device), "precision": run.precision}, "tags": tags,
     }

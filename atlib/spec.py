@@ -336,13 +336,13 @@ class Recipe:
     # CUDA's arithmetic: "bf16" autocast (tensor cores; a test bounds its maps and losses against fp32) or
     # "fp32", what the authors trained in. benchmarks/gpu_check.py measures the difference on a short run.
     precision: str = "bf16"
-    # torch.compile the training step's objective (student and teacher forward, losses, and their backward).
-    # Off: it pays only in long runs. CPU, 1 thread, WRN-16-1, batch 128 (benchmarks/train_step.py --compile):
-    # steady 1.62x eager (baseline) and 1.31x (AT) after 34 s and 53 s of compiling, so it breaks even after
-    # 145 and 221 steps, and a config/quick.yaml student (96 steps) trains at 0.84x and 0.76x; a last partial
-    # batch, or a beta schedule (a new progress each step), compiles a second graph. CUDA: not yet measured;
-    # benchmarks/gpu_check.py reports the whole-run speed-up that decides it there.
-    compile: bool = False
+    # torch.compile the training step's objective (student and teacher forward, losses, and their backward):
+    # true, false, or "auto": where the run's planned steps reach COMPILE_BREAK_EVEN (cold, or warm when this
+    # architecture's compiled artifacts are already in the project's cache, atlib.compiled). Off by default: it pays
+    # only in long runs. CPU, 1 thread, WRN-16-1, batch 128 (benchmarks/train_step.py --compile): steady 1.62x eager
+    # (baseline) and 1.31x (AT) after 34 s and 53 s of compiling, so it breaks even after 145 and 221 steps; a last
+    # partial batch, or a beta schedule (a new progress each step), compiles a second graph. CUDA: not yet measured.
+    compile: bool | str = False
     # Compute the teacher's outputs once per input before training where the inputs are finite (augment flip or
     # none; atlib.teacher_cache), within teacher_cache_mb of memory on the run's device; else the live teacher.
     teacher_cache: bool = True
@@ -359,7 +359,9 @@ class Recipe:
         r = cls(**cfg)
         if r.augment not in AUGMENTATIONS:
             raise ConfigError(f"{where}.augment: expected one of {', '.join(AUGMENTATIONS)}, got {r.augment!r}")
-        for key in ("compile", "freeze_stem", "nesterov", "momentum_reset", "teacher_cache"):
+        if r.compile not in (True, False, "auto"):
+            raise ConfigError(f"{where}.compile: expected true, false or auto, got {r.compile!r}")
+        for key in ("freeze_stem", "nesterov", "momentum_reset", "teacher_cache"):
             if not isinstance(getattr(r, key), bool):
                 raise ConfigError(f"{where}.{key}: expected true or false, got {getattr(r, key)!r}")
         if r.init not in INITS:
@@ -389,6 +391,13 @@ class Recipe:
         """
         return sum(epoch + 1 >= round(m * self.epochs) for m in self.milestones)
 
+    def compiles(self, steps: int, warm: bool) -> bool:
+        """Whether a run of ``steps`` planned steps compiles its step: ``compile: auto`` where the steps reach the
+        measured break-even, the warm one when the architecture's compiled artifacts are already cached."""
+        if self.compile != "auto":
+            return bool(self.compile)
+        return steps >= COMPILE_BREAK_EVEN["warm" if warm else "cold"]
+
     def evaluates(self, epoch: int) -> bool:
         """Whether the test set is evaluated after (0-based) ``epoch``."""
         return (epoch + 1) % self.eval_every == 0 or epoch + 1 == self.epochs
@@ -404,6 +413,12 @@ class Recipe:
         """The authors build a new optimizer at each drop, so SGD's momentum starts again from zero (unless
         ``momentum_reset`` is off, as in fb.resnet.torch)."""
         return self.momentum_reset and self.drops_at(epoch)
+
+
+# Steps after which a compiled step has paid for its compilation (CPU, 1 thread, WRN-16-1 from WRN-16-2, batch 128,
+# AT, the slower to pay of baseline and AT; benchmarks/train_step.py --compile, docs/performance.md): a cold cache,
+# and a second process whose compiled artifacts are in atlib.compiled's cache.
+COMPILE_BREAK_EVEN = {"cold": 221, "warm": 60}
 
 
 @dataclass(frozen=True)

@@ -93,8 +93,9 @@ def test_compiled_training_gives_the_eager_losses(tmp_path):
     assert compiled["final_test_error"] == pytest.approx(eager["final_test_error"], abs=100 / 32)  # an image
 
 
-def test_compile_takes_true_or_false_only():
+def test_compile_takes_true_false_or_auto_only():
     assert spec(recipe={"compile": True}).recipe.compile and not spec().recipe.compile
+    assert spec(recipe={"compile": "auto"}).recipe.compile == "auto"
     with pytest.raises(ConfigError, match="recipe.compile"):
         spec(recipe={"compile": "yes"})
 
@@ -163,3 +164,25 @@ def test_without_cuda_and_without_smoke_it_refuses_in_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1 and "--smoke" in proc.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_compile_auto_follows_the_break_even_on_planned_specs():
+    """config/fewshot2.yaml's runs under compile: auto, their planned steps by hand (batch 128, a last partial batch
+    trained): 10 per class, 100 images, 200 epochs of 1 step = 200; 30 per class, 300 images, 100 x 3 = 300; 100 per
+    class, 50 x 8 = 400; the teacher, 58,000 images, 12 x 454 = 5,448."""
+    from atlib.plan import load_plan
+    from atlib.spec import COMPILE_BREAK_EVEN, Recipe
+
+    plan = load_plan(str(Path(__file__).resolve().parents[1] / "config" / "fewshot2.yaml"))
+    steps = {"fewshot2-10pc": 200, "fewshot2-30pc": 300, "fewshot2-100pc": 400, "teacher-12epochs": 5448}
+    cold, warm = COMPILE_BREAK_EVEN["cold"], COMPILE_BREAK_EVEN["warm"]
+    assert warm < cold
+    for run_id, spec in plan.runs.items():
+        name = run_id.split("/")[1].removesuffix("-x2")
+        n = steps[name] * (2 if run_id.split("/")[1].endswith("-x2") else 1)
+        recipe = Recipe.from_config({**spec["recipe"], "compile": "auto"})
+        assert recipe.compiles(n, warm=False) == (n >= cold) and recipe.compiles(n, warm=True) == (n >= warm)
+    auto = Recipe.from_config({"compile": "auto"})
+    assert not auto.compiles(cold - 1, warm=False) and auto.compiles(cold, warm=False)
+    assert Recipe.from_config({"compile": True}).compiles(1, warm=False)
+    assert not Recipe.from_config({}).compiles(10**6, warm=True)
