@@ -29,7 +29,7 @@ from .method import Method
 from .runkey import TEACHER_VARIANT, RunKey
 from .spec import DataConfig, ModelSpec, Recipe, RunSpec, check_keys, check_label, check_name, compact_dict, data_dict
 
-TOP_KEYS = {"claims", "convergence", "name", "results", "seeds", "teacher_seed", "device", "threads",
+TOP_KEYS = {"claims", "convergence", "shipped", "name", "results", "seeds", "teacher_seed", "device", "threads",
             "max_teacher_error",
             "tracking", "datasets", "recipes", "methods", "tables", "resources"}
 # A teacher may have its own data, recipe and seed policy: set on a table or a row (the row wins).
@@ -203,6 +203,7 @@ class Plan:
     resources: dict[str, int] = field(default_factory=lambda: dict(RESOURCES))  # per training job
     claims: Claims = field(default_factory=lambda: Claims())  # the preregistered (confirmatory) comparisons
     convergence: Convergence | None = None  # the study's convergence rule and its longer runs
+    shipped: dict[str, tuple[str, str]] = field(default_factory=dict)  # run id -> (its files' folder, model SHA-256)
 
     @property
     def teachers(self) -> set[str]:
@@ -429,7 +430,27 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
         _table(plan, shared, name, table)
     plan.claims = _claims(config.get("claims"), plan.tables)
     plan.convergence = shared.convergence
+    plan.shipped = _shipped(config.get("shipped"), plan)
     return plan
+
+
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _shipped(cfg: Any, plan: Plan) -> dict[str, tuple[str, str]]:
+    """``shipped``: planned runs that come as files (a folder with the run's model.pt and metrics.json, and the
+    model's SHA-256), put in place before the DAG instead of trained (atlib.preflight.install_shipped)."""
+    out = {}
+    for run_id, entry in (cfg or {}).items():
+        where = f"shipped.{run_id}"
+        if run_id not in plan.runs:
+            raise ConfigError(f"{where}: not a run this config plans")
+        if not isinstance(entry, Mapping) or set(entry) != {"from", "sha256"}:
+            raise ConfigError(f"{where}: expected {{from: a folder with model.pt and metrics.json, sha256: ...}}")
+        if not isinstance(entry["sha256"], str) or not SHA256.fullmatch(entry["sha256"]):
+            raise ConfigError(f"{where}.sha256: expected the model file's SHA-256, 64 lowercase hex digits")
+        out[run_id] = (str(entry["from"]), entry["sha256"])
+    return out
 
 
 def _shared(config: Mapping[str, Any]) -> _Shared:

@@ -30,7 +30,7 @@ from typing import Any
 
 from .datafiles import FMNIST_FILES, fmnist_files
 from .errors import ConfigError
-from .rundir import finished, run_dir
+from .rundir import atomic_write_bytes, atomic_write_json, finished, run_dir, sha256
 from .runkey import RunKey
 from .spec import DataConfig, DataError, ModelSpec, Recipe
 
@@ -378,3 +378,39 @@ def train_images(plan: Any) -> dict[str, int | None]:
                 sizes[key] = cfg.per_class * k if cfg.per_class else min(pool, cfg.train_size or pool)
         out[run_id] = sizes[key]
     return out
+
+
+def install_shipped(plan: Any) -> list[str]:
+    """Put each shipped run (``plan.shipped``) in its run folder before the DAG, so it is not trained: its model.pt
+    checked against the config's SHA-256 and its metrics.json's, its metrics.json's run id and settings against the
+    plan's. A run already finished is left alone. Returns one line per problem; nothing is copied for a bad one.
+    The copy forgets the MLflow run of the store it was trained in (``atlib mlflow-sync`` gives it one here)."""
+    from .spec import RunSpec, compact_dict
+
+    problems = []
+    for run_id, (source, sha) in plan.shipped.items():
+        folder = run_dir(plan.results, run_id)
+        if finished(folder) is not None:
+            continue
+        where = f"shipped.{run_id}"
+        model, metrics = Path(source) / "model.pt", Path(source) / "metrics.json"
+        if not model.is_file() or not metrics.is_file():
+            problems.append(f"{where}.from: {source} must hold model.pt and metrics.json")
+            continue
+        digest = sha256(model)
+        record = json.loads(metrics.read_text())
+        if digest != sha or record.get("checkpoint_sha256") != sha:
+            problems.append(f"{where}.sha256: {model} has SHA-256 {digest[:12]}..., the config expects {sha[:12]}... "
+                            f"(its metrics.json records {str(record.get('checkpoint_sha256'))[:12]}...)")
+            continue
+        planned = {k: v for k, v in plan.runs[run_id].items() if k != "tracking"}
+        trained = {k: v for k, v in compact_dict(RunSpec.from_dict(record["config"])).items() if k != "tracking"}
+        if record.get("run_id") != run_id or trained != planned:
+            problems.append(f"{where}: {metrics} was trained as {record.get('run_id')} with other settings than the "
+                            "config plans for this run")
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        data = model.read_bytes()
+        atomic_write_bytes(folder / "model.pt", lambda f, data=data: f.write(data))
+        atomic_write_json({**record, "mlflow_run_id": None}, folder / "metrics.json")  # last: the run is finished
+    return problems
