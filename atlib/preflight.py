@@ -30,7 +30,7 @@ from typing import Any
 
 from .datafiles import FMNIST_FILES, fmnist_files
 from .errors import ConfigError
-from .rundir import atomic_write_bytes, atomic_write_json, finished, run_dir, sha256
+from .rundir import atomic_write_bytes, atomic_write_json, finished, metrics_file, model_file, run_dir, sha256
 from .runkey import RunKey
 from .spec import DataConfig, DataError, ModelSpec, Recipe
 
@@ -393,9 +393,9 @@ def install_shipped(plan: Any) -> list[str]:
         if finished(folder) is not None:
             continue
         where = f"shipped.{run_id}"
-        model, metrics = Path(source) / "model.pt", Path(source) / "metrics.json"
+        model, metrics = model_file(source), metrics_file(source)
         if not model.is_file() or not metrics.is_file():
-            problems.append(f"{where}.from: {source} must hold model.pt and metrics.json")
+            problems.append(f"{where}.from: {source} must hold {model.name} and {metrics.name}")
             continue
         digest = sha256(model)
         record = json.loads(metrics.read_text())
@@ -411,6 +411,6 @@ def install_shipped(plan: Any) -> list[str]:
             continue
         folder.mkdir(parents=True, exist_ok=True)
         data = model.read_bytes()
-        atomic_write_bytes(folder / "model.pt", lambda f, data=data: f.write(data))
-        atomic_write_json({**record, "mlflow_run_id": None}, folder / "metrics.json")  # last: the run is finished
+        atomic_write_bytes(model_file(folder), lambda f, data=data: f.write(data))
+        atomic_write_json({**record, "mlflow_run_id": None}, metrics_file(folder))  # last: the run is finished
     return problems
