@@ -415,10 +415,10 @@ class Recipe:
         return self.momentum_reset and self.drops_at(epoch)
 
 
-# Steps after which a compiled step has paid for its compilation (CPU, 1 thread, WRN-16-1 from WRN-16-2, batch 128,
-# AT, the slower to pay of baseline and AT; benchmarks/train_step.py --compile, docs/performance.md): a cold cache,
-# and a second process whose compiled artifacts are in atlib.compiled's cache.
-COMPILE_BREAK_EVEN = {"cold": 221, "warm": 60}
+# Steps after which a compiled step has paid for its compilation (CPU, 1 thread, WRN-16-1 from WRN-16-2 under AT,
+# batch 128, 1x28x28; benchmarks/train_step.py --compile, 2026-12-05, docs/performance.md): a cold cache, 37.7 s of
+# compiling for 1.45x steady, and a second process whose artifacts are in atlib.compiled's cache, 4.0 s for 1.50x.
+COMPILE_BREAK_EVEN = {"cold": 262, "warm": 25}
 
 
 @dataclass(frozen=True)
