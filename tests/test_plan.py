@@ -18,10 +18,11 @@ def load(name: str) -> dict:
 
 
 def test_quick_plan_is_the_few_shot_studys_slice_with_its_runs():
-    quick, study = build_plan(load("quick.yaml")), build_plan(load("fewshot.yaml"))
+    quick, study = build_plan(load("quick.yaml")), build_plan(load("fewshot2.yaml"))
     # 5 seeds x (student, at, kd, at+kd) + one teacher for all of them
     assert len(quick.runs) == 5 * 4 + 1
-    assert quick.teachers == {"fmnist-60k/teacher-1epoch/wrn-16-2/baseline/seed0"}
+    assert quick.teachers == {"fmnist2-58k/teacher-12epochs/wrn-16-2/baseline/seed0"}
+    assert set(quick.shipped) == quick.teachers  # the study's teacher comes as a file
     # the same ids with the same specs: a slice reuses the study's runs instead of training others
     assert all(study.runs[run_id] == spec for run_id, spec in quick.runs.items())
 
@@ -562,15 +563,16 @@ def test_atlib_plan_counts_runs_in_words(capsys):
 
 
 def test_the_quick_setup_the_readme_states_is_the_planned_one():
-    """README: a WRN-16-2 teacher trained on all 60,000 Fashion-MNIST images (one epoch, config/fewshot.yaml's
-    header), WRN-16-1 students on 20 images per class, plain and under AT, KD and AT+KD, five paired seeds, every
+    """README: the study's WRN-16-2 teacher (12 epochs on 58,000 Fashion-MNIST images, 2,000 held out), shipped as a
+    file; WRN-16-1 students on 10 images per class, plain and under AT, KD and AT+KD, five paired seeds, every
     student taught by the one teacher."""
     plan = build_plan(yaml.safe_load((ROOT / "config/quick.yaml").read_text()))
     specs = list(plan.runs.values())
     [teacher] = [s for s in specs if s["model"]["name"] == "wrn-16-2"]
-    assert teacher["dataset"] == {"name": "fashion-mnist"} and teacher["recipe"]["epochs"] == 1
+    assert teacher["dataset"] == {"name": "fashion-mnist", "validation_per_class": 200}
+    assert teacher["recipe"]["epochs"] == 12 and set(plan.shipped) == {teacher["run_id"]}
     students = [s for s in specs if s["model"]["name"] == "wrn-16-1"]
     assert {(s["method"]["name"], s["seed"]) for s in students} == {
         (m, seed) for m in ("baseline", "at", "kd", "at+kd") for seed in range(5)}
-    assert all(s["dataset"]["name"] == "fashion-mnist" and s["dataset"]["per_class"] == 20 for s in students)
+    assert all(s["dataset"]["name"] == "fashion-mnist" and s["dataset"]["per_class"] == 10 for s in students)
     assert {s["teacher"]["run_dir"] for s in students if s.get("teacher")} == {plan.run_dir(teacher["run_id"])}
