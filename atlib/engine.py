@@ -270,12 +270,12 @@ def build_run(spec: RunSpec) -> Run:
     key = compiled.architecture(spec, source.input_shape, device)
     warm = compiled.is_warm(key)
     steps = source.train_steps(spec.recipe.batch_size) * spec.recipe.epochs
-    if spec.recipe.compiles(steps, warm):
+    compiles = spec.recipe.compiles(steps, warm)
+    if compiles:
         compiled.compile_in_place(objective)  # its cost and effect: atlib.spec.Recipe.compile
     optimizer = make_optimizer([p for p in objective.parameters() if p.requires_grad], spec.recipe)
     run = Run(spec, device, source, student, teacher, teacher_info, objective, optimizer)
-    run.compile_info = {"compiled": spec.recipe.compiles(steps, warm), "planned_steps": steps, "cache_warm": warm,
-                    "architecture": key}
+    run.compile_info = {"compiled": compiles, "planned_steps": steps, "cache_warm": warm, "architecture": key}
     run.cache, run.teacher_outputs = teacher_cache.prepare(objective, source, spec.recipe, run.amp)
     return run
 

@@ -42,7 +42,7 @@ def test_every_shipped_config_validates(path):
 
 def test_schema_rejects_a_misspelt_key():
     cfg = yaml.safe_load((ROOT / "config/quick.yaml").read_text())
-    cfg["tables"]["fewshot-20"]["colums"] = cfg["tables"]["fewshot-20"]["columns"]
+    cfg["tables"]["fewshot2-10"]["colums"] = cfg["tables"]["fewshot2-10"]["columns"]
     with pytest.raises(jsonschema.ValidationError, match="colums"):
         jsonschema.Draft202012Validator(SCHEMA).validate(cfg)
 
